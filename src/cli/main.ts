@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { ConfigError, loadConfig } from '../config/config.js';
+import { startGateway } from '../gateway.js';
+import { VERSION } from '../version.js';
+
+const HELP = `infergate ${VERSION} — high-throughput inference gateway
+
+Usage:
+  infergate serve [--host H] [--port P] [--data-dir D] [--models-dir M] [--config gateway.yaml]
+  infergate --version
+  infergate <command> --help
+
+serve   Deploys every model package under the models directory as a service of the same name
+        (plus the services in the config file) and serves the inference API.
+        Environment: INFERGATE_HOST, INFERGATE_PORT, INFERGATE_DATA_DIR, INFERGATE_MODELS_DIR,
+        INFERGATE_CONFIG, INFERGATE_MAX_BODY_BYTES, INFERGATE_REQUEST_TIMEOUT_MS, INFERGATE_LOG_LEVEL.
+`;
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'models-dir': { type: 'string' },
+      config: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const cfg = loadConfig({
+    file: values.config,
+    env: process.env,
+    flags: { host: values.host, port: values.port, dataDir: values['data-dir'], modelsDir: values['models-dir'] },
+  });
+  // Structured logs go to stderr so stdout carries only the lines people and scripts read.
+  const log = pino({ level: cfg.log_level, base: { pid: process.pid } }, pino.destination(2));
+  const gw = await startGateway(cfg, log);
+  const base = `http://${cfg.server.host}:${gw.port}`;
+  const names = gw.table.all().map((s) => s.name);
+  process.stdout.write(`infergate listening on ${base}\n`);
+  if (names.length) {
+    process.stdout.write(`services: ${names.join(', ')}\n`);
+    if (names.includes('iris')) {
+      process.stdout.write(`try: curl -s -X POST ${base}/v1/infers/iris -H 'Content-Type: application/json' -d '{"data":{"req_data":[{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}]}}'\n`);
+    }
+  } else {
+    process.stdout.write(`no services deployed: no model packages under ${cfg.models_dir}\n`);
+  }
+  const shutdown = (signal: string): void => {
+    log.info(`${signal}: no longer accepting requests; finishing those in flight`);
+    gw.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+      return serve(rest);
+    case '--version':
+    case '-v':
+      process.stdout.write(`${VERSION}\n`);
+      return;
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(HELP);
+      return;
+    default:
+      process.stderr.write(`infergate: unknown command '${cmd}'\n\n${HELP}`);
+      process.exitCode = 2;
+  }
+}
+
+main().catch((err: unknown) => {
+  const msg = err instanceof ConfigError || err instanceof Error ? err.message : String(err);
+  process.stderr.write(`infergate: ${msg}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,55 @@
+import { elementCount, type Tensor } from '../runtime/onnx/tensor.js';
+import { fromHalf } from './values.js';
+
+/**
+ * Tensor values → JSON text, written by hand: JSON.stringify cannot take typed arrays, and
+ * converting each row to a plain array first costs an allocation per row on the hot path.
+ */
+
+function scalar(t: Tensor, i: number): string {
+  switch (t.type) {
+    case 'string':
+      return JSON.stringify((t.data as string[])[i]);
+    case 'bool':
+      return (t.data as Uint8Array)[i] ? 'true' : 'false';
+    case 'int64':
+    case 'uint64':
+      return String((t.data as BigInt64Array)[i]);
+    case 'float16':
+      return num(fromHalf((t.data as Uint16Array)[i]!));
+    default:
+      return num((t.data as Float32Array)[i]!);
+  }
+}
+
+const num = (x: number): string => (Number.isFinite(x) ? String(x) : 'null');
+
+function nested(t: Tensor, off: number, dims: readonly number[], depth: number): string {
+  const n = dims[depth]!;
+  let s = '[';
+  if (depth === dims.length - 1) {
+    for (let i = 0; i < n; i++) s += (i ? ',' : '') + scalar(t, off + i);
+  } else {
+    const stride = elementCount(dims.slice(depth + 1));
+    for (let i = 0; i < n; i++) s += (i ? ',' : '') + nested(t, off + i * stride, dims, depth + 1);
+  }
+  return s + ']';
+}
+
+/** Row `r` of an output (dimension 0 is the batch); a one-element row is a scalar when asked. */
+export function rowJson(t: Tensor, r: number, batched: boolean, scalarIfOne: boolean): string {
+  const rowDims = batched ? t.dims.slice(1) : t.dims;
+  const size = elementCount(rowDims);
+  const off = batched ? r * size : 0;
+  if (rowDims.length === 0) return scalarIfOne ? scalar(t, off) : `[${scalar(t, off)}]`;
+  if (size === 1 && scalarIfOne) return scalar(t, off);
+  return nested(t, off, rowDims, 0);
+}
+
+/** All elements, flat (Open Inference Protocol `data`). */
+export function flatJson(t: Tensor): string {
+  const n = elementCount(t.dims);
+  let s = '[';
+  for (let i = 0; i < n; i++) s += (i ? ',' : '') + scalar(t, i);
+  return s + ']';
+}

@@ -1,0 +1,37 @@
+import { badRequest } from '../errors.js';
+import type { ModelSignature } from '../runtime/onnx/signature.js';
+import type { InferResult } from '../runtime/types.js';
+import { bindRecords } from './bind.js';
+import { rowJson } from './jsonvalues.js';
+import type { Codec, Decoded, Encoded } from './types.js';
+
+/** ModelArts: {"meta": {"uuid"}, "data": {"req_data": [records]}} → {"meta", "data": {"resp_data"}}. */
+export const modelArts: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature): Decoded } = {
+  name: 'modelarts',
+
+  decode(body, sig) {
+    const data = body['data'];
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+      throw badRequest(`'data' must be an object holding 'req_data', got ${Array.isArray(data) ? 'an array' : typeof data}`, 'WrongShape');
+    }
+    const meta = body['meta'];
+    const uuid = typeof meta === 'object' && meta !== null && typeof (meta as Record<string, unknown>)['uuid'] === 'string'
+      ? ((meta as Record<string, unknown>)['uuid'] as string) : '';
+    const request = bindRecords(sig, (data as Record<string, unknown>)['req_data'], 'record', "'data.req_data'");
+    return { codec: modelArts, request, state: uuid };
+  },
+
+  encode(decoded: Decoded, result: InferResult, sig: ModelSignature): Encoded {
+    const { outputs } = result;
+    const names = sig.outputs.map((o) => JSON.stringify(o.name));
+    let s = `{"meta":{"uuid":${JSON.stringify(decoded.state as string)}},"data":{"resp_data":[`;
+    for (let r = 0; r < decoded.request.rows; r++) {
+      s += r ? ',{' : '{';
+      for (let o = 0; o < outputs.length; o++) {
+        s += (o ? ',' : '') + names[o] + ':' + rowJson(outputs[o]!, r, sig.outputs[o]!.batched, true);
+      }
+      s += '}';
+    }
+    return { body: s + ']}}', contentType: 'application/json' };
+  },
+};

@@ -1,0 +1,46 @@
+import type { ModelSignature } from '../runtime/onnx/signature.js';
+import type { InferRequest, InferResult } from '../runtime/types.js';
+
+/** Who answered a request: fixed per service version, so its JSON fragments are built once. */
+export interface ServedBy {
+  modelName: string;
+  modelVersion: string;
+  modelSha: string;
+  /** `model@version`, the X-Model-Version header. */
+  label: string;
+  /** Wallaroo's `pipeline_version`. */
+  serviceVersion: string;
+  /** `"metadata":{"last_model":…,"pipeline_version":…,"elapsed":[` ready to append to. */
+  pandasMetadataPrefix: string;
+}
+
+/** A request decoded by one codec, with what that codec needs to encode the answer. */
+export interface Decoded {
+  codec: Codec;
+  request: InferRequest;
+  /** Codec-private state: uuid, v2 id and requested outputs, the records to echo, … */
+  state: unknown;
+}
+
+export interface Encoded {
+  body: string | Uint8Array;
+  contentType: string;
+  headers?: Record<string, string>;
+}
+
+export interface Codec {
+  readonly name: string;
+  encode(decoded: Decoded, result: InferResult, sig: ModelSignature, servedBy: ServedBy): Encoded;
+}
+
+export function servedBy(modelName: string, modelVersion: string, modelSha: string, serviceVersion: string): ServedBy {
+  const lastModel = JSON.stringify({ model_name: modelName, model_sha: modelSha });
+  return {
+    modelName,
+    modelVersion,
+    modelSha,
+    label: `${modelName}@${modelVersion}`,
+    serviceVersion,
+    pandasMetadataPrefix: `"metadata":{"last_model":${JSON.stringify(lastModel)},"pipeline_version":${JSON.stringify(serviceVersion)},"elapsed":[`,
+  };
+}

@@ -1,0 +1,148 @@
+import { badRequest } from '../errors.js';
+import type { ElementType, TensorValues } from '../runtime/onnx/tensor.js';
+
+/**
+ * Writing JSON values into tensor storage, with the checks that give SPEC §5.3's messages.
+ * `where` is a prefix such as "record 3, field 'tensor'" so every refusal names its place.
+ */
+
+const INT_RANGE: Partial<Record<ElementType, [number, number]>> = {
+  int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647],
+  uint8: [0, 255], uint16: [0, 65535], uint32: [0, 4294967295],
+};
+
+export function expectedOf(type: ElementType): string {
+  if (type === 'string') return 'a string';
+  if (type === 'bool') return 'a boolean';
+  if (type.startsWith('float')) return 'a number';
+  return type.startsWith('uint') ? 'a non-negative integer' : 'an integer';
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'object') return 'an object';
+  return `${typeof v} ${String(v)}`;
+}
+
+function wrong(where: string, type: ElementType, v: unknown): never {
+  throw badRequest(`${where}: expected ${expectedOf(type)} (${type}), got ${describe(v)}`, 'WrongType');
+}
+
+/** Stores one scalar value at `out[i]`, converting to the element type or refusing. */
+export function putValue(out: TensorValues, i: number, type: ElementType, v: unknown, where: string): void {
+  switch (type) {
+    case 'float32':
+    case 'float64':
+      if (typeof v !== 'number') wrong(where, type, v);
+      (out as Float32Array)[i] = v;
+      return;
+    case 'float16':
+      if (typeof v !== 'number') wrong(where, type, v);
+      (out as Uint16Array)[i] = toHalf(v);
+      return;
+    case 'string':
+      if (typeof v !== 'string') wrong(where, type, v);
+      (out as string[])[i] = v;
+      return;
+    case 'bool':
+      if (typeof v === 'boolean') (out as Uint8Array)[i] = v ? 1 : 0;
+      else if (v === 0 || v === 1) (out as Uint8Array)[i] = v;
+      else wrong(where, type, v);
+      return;
+    case 'int64':
+    case 'uint64':
+      if (typeof v === 'bigint') { (out as BigInt64Array)[i] = v; return; }
+      if (typeof v !== 'number' || !Number.isInteger(v) || (type === 'uint64' && v < 0)) wrong(where, type, v);
+      (out as BigInt64Array)[i] = BigInt(v);
+      return;
+    default: {
+      const range = INT_RANGE[type]!;
+      if (typeof v !== 'number' || !Number.isInteger(v)) wrong(where, type, v);
+      if (v < range[0] || v > range[1]) {
+        throw badRequest(`${where}: ${v} is out of range for ${type} [${range[0]}, ${range[1]}]`, 'WrongType');
+      }
+      (out as Int32Array)[i] = v;
+    }
+  }
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE 754 binary16 bits of a number (round to nearest even). */
+export function toHalf(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1))) half++;
+    return sign | half;
+  }
+  let half = sign | (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+  return half;
+}
+
+export function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** The shape of a (nested) JSON array value, following first elements. */
+export function shapeOf(v: unknown): number[] {
+  const dims: number[] = [];
+  let cur = v;
+  while (Array.isArray(cur)) {
+    dims.push(cur.length);
+    cur = cur[0];
+  }
+  return dims;
+}
+
+/**
+ * Copies a nested array of exactly `dims` into `out` from `offset`, refusing ragged or mis-shaped
+ * values. Returns the next offset.
+ */
+export function putNested(out: TensorValues, offset: number, type: ElementType, v: unknown, dims: readonly number[], depth: number, where: string): number {
+  if (depth === dims.length) {
+    putValue(out, offset, type, v, where);
+    return offset + 1;
+  }
+  const want = dims[depth]!;
+  if (!Array.isArray(v)) {
+    throw badRequest(`${where}: expected an array of ${want} at depth ${depth + 1}, got ${describe(v)}`, 'WrongShape');
+  }
+  if (v.length !== want) {
+    throw badRequest(`${where}: expected ${want} elements at depth ${depth + 1}, got ${v.length} (ragged or wrong shape)`, 'WrongShape');
+  }
+  if (depth === dims.length - 1 && (type === 'float32' || type === 'float64')) {
+    // The common case (a row of numbers) without a call per element.
+    const arr = out as Float32Array;
+    for (let i = 0; i < want; i++) {
+      const x = v[i];
+      if (typeof x !== 'number') wrong(`${where}[${i}]`, type, x);
+      arr[offset + i] = x;
+    }
+    return offset + want;
+  }
+  for (let i = 0; i < want; i++) offset = putNested(out, offset, type, v[i], dims, depth + 1, `${where}[${i}]`);
+  return offset;
+}

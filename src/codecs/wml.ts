@@ -1,0 +1,50 @@
+import { badRequest } from '../errors.js';
+import type { ModelSignature } from '../runtime/onnx/signature.js';
+import type { InferResult } from '../runtime/types.js';
+import { bindColumns } from './bind.js';
+import { rowJson } from './jsonvalues.js';
+import type { Codec, Decoded, Encoded } from './types.js';
+
+/** Watson ML v4: {"input_data": [{"fields", "values"}]} → {"predictions": [{"fields", "values"}]}. */
+export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature): Decoded } = {
+  name: 'wml',
+
+  decode(body, sig) {
+    const inputData = body['input_data'];
+    if (!Array.isArray(inputData) || inputData.length === 0) {
+      throw badRequest(`'input_data' must be a non-empty array of {"fields", "values"} objects`, 'WrongShape');
+    }
+    if (inputData.length > 1) {
+      throw badRequest(`'input_data' has ${inputData.length} entries; send one {"fields", "values"} entry per request`, 'WrongShape');
+    }
+    const entry = inputData[0] as Record<string, unknown> | null;
+    if (typeof entry !== 'object' || entry === null) throw badRequest(`'input_data[0]' must be an object with "fields" and "values"`, 'WrongShape');
+    const { fields, values } = entry as { fields: unknown; values: unknown };
+    if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string')) {
+      throw badRequest(`'input_data[0].fields' must be a non-empty array of field names (strings)`, 'WrongShape');
+    }
+    if (!Array.isArray(values)) throw badRequest(`'input_data[0].values' must be an array of rows (arrays)`, 'WrongShape');
+    if (values.length === 0) throw badRequest(`'input_data[0].values' is empty: send at least one row`, 'Empty');
+    for (let r = 0; r < values.length; r++) {
+      const row = values[r];
+      if (!Array.isArray(row)) throw badRequest(`'input_data[0].values' row ${r}: expected an array of ${fields.length} values, got ${row === null ? 'null' : typeof row}`, 'WrongShape');
+      if (row.length !== fields.length) {
+        throw badRequest(`'input_data[0].values' row ${r}: expected ${fields.length} values (one per field), got ${row.length}`, 'WrongShape');
+      }
+    }
+    const rows = values as unknown[][];
+    const request = bindColumns(sig, fields as string[], rows.length, (r, c) => rows[r]![c], 'row');
+    return { codec: watsonMl, request, state: null };
+  },
+
+  encode(decoded: Decoded, result: InferResult, sig: ModelSignature): Encoded {
+    const { outputs } = result;
+    let s = `{"predictions":[{"fields":${JSON.stringify(sig.outputs.map((o) => o.name))},"values":[`;
+    for (let r = 0; r < decoded.request.rows; r++) {
+      s += r ? ',[' : '[';
+      for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + rowJson(outputs[o]!, r, sig.outputs[o]!.batched, true);
+      s += ']';
+    }
+    return { body: s + ']}]}', contentType: 'application/json' };
+  },
+};

@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { BatchingConfig } from '../runtime/onnx/batcher.js';
+import type { Provider } from '../runtime/onnx/providers.js';
+
+/** gateway.yaml (SPEC §12). Every field has a default, so the gateway runs with no file at all. */
+export interface GatewayConfig {
+  server: { host: string; port: number; direct_host: string; direct_ports: string };
+  data_dir: string;
+  models_dir: string;
+  limits: { max_body_bytes: number; request_timeout_ms: number };
+  log_level: string;
+  /** Declarative services applied at start; a package with no service here gets one of its own name. */
+  services: ServiceSpec[];
+}
+
+export interface ServiceVersionSpec {
+  model: string;
+  version?: string;
+  weight?: number;
+  instances?: number;
+  provider?: Provider;
+  provider_fallback?: Provider;
+  intra_op_threads?: number;
+  batching?: Partial<BatchingConfig>;
+}
+
+export interface ServiceSpec {
+  name: string;
+  auth?: 'none' | 'token';
+  versions: ServiceVersionSpec[];
+}
+
+export const DEFAULTS: GatewayConfig = {
+  server: { host: '127.0.0.1', port: 8080, direct_host: '127.0.0.1', direct_ports: '31000-31999' },
+  data_dir: './data',
+  models_dir: './models',
+  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000 },
+  log_level: 'info',
+  services: [],
+};
+
+export class ConfigError extends Error {}
+
+export interface ConfigSources {
+  /** --config or INFERGATE_CONFIG. */
+  file?: string | undefined;
+  env: NodeJS.ProcessEnv;
+  flags: { host?: string | undefined; port?: string | undefined; dataDir?: string | undefined; modelsDir?: string | undefined };
+}
+
+/** Defaults ← file ← INFERGATE_* environment ← command-line flags. */
+export function loadConfig(src: ConfigSources): GatewayConfig {
+  const file = src.file ?? src.env['INFERGATE_CONFIG'];
+  const fromFile = file ? readConfigFile(file) : {};
+  const cfg = mergeConfig(DEFAULTS, fromFile, file ?? 'config');
+  const env = src.env;
+  const host = src.flags.host ?? env['INFERGATE_HOST'];
+  const port = src.flags.port ?? env['INFERGATE_PORT'];
+  const dataDir = src.flags.dataDir ?? env['INFERGATE_DATA_DIR'];
+  const modelsDir = src.flags.modelsDir ?? env['INFERGATE_MODELS_DIR'];
+  if (host) cfg.server.host = host;
+  if (port !== undefined) cfg.server.port = portNumber(port, '--port / INFERGATE_PORT');
+  if (dataDir) cfg.data_dir = dataDir;
+  if (modelsDir) cfg.models_dir = modelsDir;
+  if (env['INFERGATE_MAX_BODY_BYTES']) cfg.limits.max_body_bytes = positiveInt(env['INFERGATE_MAX_BODY_BYTES'], 'INFERGATE_MAX_BODY_BYTES');
+  if (env['INFERGATE_REQUEST_TIMEOUT_MS']) cfg.limits.request_timeout_ms = positiveInt(env['INFERGATE_REQUEST_TIMEOUT_MS'], 'INFERGATE_REQUEST_TIMEOUT_MS');
+  if (env['INFERGATE_LOG_LEVEL']) cfg.log_level = env['INFERGATE_LOG_LEVEL'];
+  return cfg;
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = path.extname(file) === '.json' ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid ${path.extname(file) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`${file}: expected a mapping at the top level`);
+  return parsed as Record<string, unknown>;
+}
+
+const KNOWN_TOP = new Set(['server', 'data_dir', 'models_dir', 'limits', 'log_level', 'services', 'auth']);
+
+function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: string): GatewayConfig {
+  for (const k of Object.keys(raw)) if (!KNOWN_TOP.has(k)) throw new ConfigError(`${where}: unknown key '${k}'; expected one of ${[...KNOWN_TOP].join(', ')}`);
+  const cfg: GatewayConfig = structuredClone(base);
+  const server = section(raw, 'server', where);
+  if (server['host'] !== undefined) cfg.server.host = str(server['host'], `${where}: server.host`);
+  if (server['port'] !== undefined) cfg.server.port = portNumber(server['port'], `${where}: server.port`);
+  if (server['direct_host'] !== undefined) cfg.server.direct_host = str(server['direct_host'], `${where}: server.direct_host`);
+  if (server['direct_ports'] !== undefined) cfg.server.direct_ports = String(server['direct_ports']);
+  if (raw['data_dir'] !== undefined) cfg.data_dir = str(raw['data_dir'], `${where}: data_dir`);
+  if (raw['models_dir'] !== undefined) cfg.models_dir = str(raw['models_dir'], `${where}: models_dir`);
+  if (raw['log_level'] !== undefined) cfg.log_level = str(raw['log_level'], `${where}: log_level`);
+  const limits = section(raw, 'limits', where);
+  if (limits['max_body_bytes'] !== undefined) cfg.limits.max_body_bytes = positiveInt(limits['max_body_bytes'], `${where}: limits.max_body_bytes`);
+  if (limits['request_timeout_ms'] !== undefined) cfg.limits.request_timeout_ms = positiveInt(limits['request_timeout_ms'], `${where}: limits.request_timeout_ms`);
+  if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);
+  return cfg;
+}
+
+function servicesOf(v: unknown, where: string): ServiceSpec[] {
+  if (!Array.isArray(v)) throw new ConfigError(`${where}: services must be a list`);
+  return v.map((s, i) => {
+    const at = `${where}: services[${i}]`;
+    if (typeof s !== 'object' || s === null) throw new ConfigError(`${at}: expected a mapping`);
+    const o = s as Record<string, unknown>;
+    const name = str(o['name'], `${at}.name`);
+    if (!Array.isArray(o['versions']) || o['versions'].length === 0) throw new ConfigError(`${at}.versions: give at least one {model, version, weight}`);
+    const versions = (o['versions'] as unknown[]).map((ver, k) => {
+      if (typeof ver !== 'object' || ver === null) throw new ConfigError(`${at}.versions[${k}]: expected a mapping`);
+      const vv = ver as ServiceVersionSpec;
+      str(vv.model, `${at}.versions[${k}].model`);
+      if (vv.provider !== undefined && vv.provider !== 'cpu' && vv.provider !== 'cuda') throw new ConfigError(`${at}.versions[${k}].provider: expected "cpu" or "cuda"`);
+      if (vv.instances !== undefined) positiveInt(vv.instances, `${at}.versions[${k}].instances`);
+      return vv;
+    });
+    const auth = o['auth'];
+    if (auth !== undefined && auth !== 'none' && auth !== 'token') throw new ConfigError(`${at}.auth: expected "none" or "token"`);
+    return { name, versions, ...(auth ? { auth } : {}) } as ServiceSpec;
+  });
+}
+
+function section(raw: Record<string, unknown>, key: string, where: string): Record<string, unknown> {
+  const v = raw[key];
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: ${key} must be a mapping`);
+  return v as Record<string, unknown>;
+}
+
+function str(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${what} must be a non-empty string`);
+  return v;
+}
+
+function positiveInt(v: unknown, what: string): number {
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) throw new ConfigError(`${what} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function portNumber(v: unknown, what: string): number {
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${what} must be a port number 0–65535, got ${JSON.stringify(v)}`);
+  return n;
+}

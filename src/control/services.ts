@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import { servedBy, type ServedBy } from '../codecs/types.js';
+import type { OnnxRunner } from '../runtime/onnx/runner.js';
+import type { VersionMetrics } from '../telemetry/metrics.js';
+
+export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | 'alarm' | 'failed' | 'deleting';
+
+/** A model version deployed in a service, with everything the data plane needs to serve it. */
+export interface ServiceVersion {
+  model: string;
+  modelVersion: string;
+  sha256: string;
+  weight: number;
+  instances: number;
+  runner: OnnxRunner;
+  servedBy: ServedBy;
+  metrics: VersionMetrics;
+}
+
+export interface Service {
+  id: string;
+  name: string;
+  status: ServiceStatus;
+  auth: 'none' | 'token';
+  versions: ServiceVersion[];
+  /** Running sums of weights, for drawing a version (gray release). */
+  cumulativeWeights: number[];
+}
+
+export function makeService(name: string, auth: 'none' | 'token', versions: ServiceVersion[], id: string = randomUUID()): Service {
+  let sum = 0;
+  const cumulativeWeights = versions.map((v) => (sum += v.weight));
+  return { id, name, status: 'running', auth, versions, cumulativeWeights };
+}
+
+export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {
+  return servedBy(model, modelVersion, sha256, `${serviceName}-${modelVersion}`);
+}
+
+/** Draws a version by weight; a service with one version skips the draw. */
+export function pickVersion(s: Service): ServiceVersion {
+  const vs = s.versions;
+  if (vs.length === 1) return vs[0]!;
+  const total = s.cumulativeWeights[s.cumulativeWeights.length - 1]!;
+  const x = Math.random() * total;
+  for (let i = 0; i < vs.length; i++) if (x < s.cumulativeWeights[i]!) return vs[i]!;
+  return vs[vs.length - 1]!;
+}
+
+/**
+ * The table the data plane reads: services by id and by name. The control plane builds a new
+ * table and swaps it in one assignment, so a request sees either the old or the new one whole.
+ */
+export class RoutingTable {
+  private byKey = new Map<string, Service>();
+  private list: Service[] = [];
+
+  get(key: string): Service | undefined {
+    return this.byKey.get(key);
+  }
+
+  all(): readonly Service[] {
+    return this.list;
+  }
+
+  swap(services: Service[]): void {
+    const next = new Map<string, Service>();
+    for (const s of services) {
+      next.set(s.id, s);
+      next.set(s.name, s);
+    }
+    this.byKey = next;
+    this.list = services;
+  }
+}

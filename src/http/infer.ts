@@ -1,0 +1,224 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { decodeBody } from '../codecs/index.js';
+import type { Decoded } from '../codecs/types.js';
+import { pickVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
+import { asGatewayError, GatewayError, notFound } from '../errors.js';
+import type { Job } from '../runtime/onnx/batcher.js';
+import type { InferRequest, InferResult } from '../runtime/types.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { errorReply, writeReply, type Reply } from './respond.js';
+
+export interface InferLimits {
+  max_body_bytes: number;
+  request_timeout_ms: number;
+}
+
+const NO_REQUEST: InferRequest = { inputs: [], rows: 0 };
+
+/**
+ * One inference call through its whole life: read → decode → queue → encode → reply. The object
+ * is also the batcher's Job, so a request costs one allocation of bookkeeping.
+ */
+class InferCall implements Job {
+  request: InferRequest = NO_REQUEST;
+  cancelled = false;
+  enqueuedAt = 0;
+  decoded: Decoded | null = null;
+  private chunks: Buffer[] | null = null;
+  private received = 0;
+
+  constructor(
+    private readonly front: InferenceFront,
+    readonly res: HttpResponse,
+    readonly requestId: string,
+    readonly startedAt: number,
+    readonly version: ServiceVersion,
+    readonly contentType: string,
+    readonly inferenceHeaderLength: number,
+  ) {}
+
+  /** uWebSockets.js body chunk: valid only during this callback. */
+  onData(chunk: ArrayBuffer, isLast: boolean): void {
+    if (this.cancelled) return;
+    this.received += chunk.byteLength;
+    if (this.received > this.front.limits.max_body_bytes) {
+      this.reject(tooLarge(this.front.limits.max_body_bytes), true);
+      return;
+    }
+    if (!isLast) {
+      (this.chunks ??= []).push(Buffer.from(chunk.slice(0)));
+      return;
+    }
+    let body: Uint8Array;
+    if (this.chunks) {
+      this.chunks.push(Buffer.from(chunk));
+      body = Buffer.concat(this.chunks);
+      this.chunks = null;
+    } else {
+      body = new Uint8Array(chunk);
+    }
+    try {
+      const decoded = decodeBody(body, { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength }, this.version.runner.signature);
+      this.decoded = decoded;
+      this.request = decoded.request;
+    } catch (err) {
+      this.reject(asGatewayError(err));
+      return;
+    }
+    this.version.runner.submit(this);
+  }
+
+  resolve(result: InferResult): void {
+    if (this.cancelled) return;
+    const v = this.version;
+    let reply: Reply;
+    try {
+      const enc = this.decoded!.codec.encode(this.decoded!, result, v.runner.signature, v.servedBy);
+      reply = { status: 200, contentType: enc.contentType, body: enc.body, headers: enc.headers };
+    } catch (err) {
+      this.front.log(err);
+      reply = errorReply(asGatewayError(err));
+    }
+    v.metrics.served(result.queueNs, result.runNs);
+    this.reply(reply);
+  }
+
+  reject(err: GatewayError, close = false): void {
+    if (this.cancelled) return;
+    if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.front.log(err);
+    this.reply(errorReply(err, close));
+  }
+
+  /** The client went away: nothing may touch `res` any more. */
+  abort(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.front.settle(this);
+  }
+
+  private reply(reply: Reply): void {
+    this.cancelled = true;
+    writeReply(this.res, reply, this.requestId, this.version.servedBy.label);
+    this.version.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
+    this.front.settle(this);
+  }
+}
+
+const tooLarge = (limit: number): GatewayError =>
+  new GatewayError(413, 'PayloadTooLarge', `the request body is over the limit of ${limit} bytes (limits.max_body_bytes)`);
+
+function param(req: HttpRequest, i: number): string {
+  const raw = req.getParameter(i) ?? '';
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** The data plane's inference entry: resolves the service, admits the call and tracks deadlines. */
+export class InferenceFront {
+  /** Calls in arrival order; with one timeout for all, the oldest expire first. */
+  private readonly live = new Set<InferCall>();
+  private readonly sweeper: NodeJS.Timeout;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly table: RoutingTable,
+    readonly limits: InferLimits,
+    private readonly metrics: Metrics,
+    readonly log: (err: unknown) => void,
+  ) {
+    const tick = Math.max(5, Math.min(250, Math.floor(limits.request_timeout_ms / 5)));
+    this.sweeper = setInterval(() => this.expire(), tick);
+    this.sweeper.unref();
+  }
+
+  get inflight(): number {
+    return this.live.size;
+  }
+
+  /**
+   * Route handler. `serviceParam` is the route parameter holding the service id or name;
+   * `versionParam` (v2 `/versions/{version}`) pins a service version.
+   */
+  handle(res: HttpResponse, req: HttpRequest, serviceParam: number, versionParam = -1): void {
+    const startedAt = performance.now();
+    const key = param(req, serviceParam);
+    const requestId = req.getHeader('x-request-id') || randomUUID();
+    const service = this.table.get(key);
+    if (!service) return this.refuse(res, requestId, notFound(`service '${key}' does not exist`, 'ServiceNotFound'));
+    const unavailable = statusError(service);
+    if (unavailable) return this.refuse(res, requestId, unavailable);
+    let version: ServiceVersion | undefined;
+    if (versionParam >= 0) {
+      const wanted = param(req, versionParam);
+      version = service.versions.find((v) => v.modelVersion === wanted);
+      if (!version) return this.refuse(res, requestId, notFound(`service '${service.name}' has no version '${wanted}'`, 'VersionNotFound'));
+    } else {
+      version = pickVersion(service);
+    }
+    const contentLength = req.getHeader('content-length');
+    if (contentLength && Number(contentLength) > this.limits.max_body_bytes) {
+      return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
+    }
+    const ihcl = req.getHeader('inference-header-content-length');
+    const ihLength = ihcl ? Number(ihcl) : -1;
+    if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
+      return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
+    }
+    const call = new InferCall(this, res, requestId, startedAt, version, req.getHeader('content-type').toLowerCase(), ihLength);
+    this.live.add(call);
+    res.onAborted(() => call.abort());
+    res.onData((chunk, isLast) => call.onData(chunk, isLast));
+  }
+
+  private refuse(res: HttpResponse, requestId: string, err: GatewayError, close = false): void {
+    writeReply(res, errorReply(err, close), requestId, null);
+    this.metrics.unrouted(err.status);
+  }
+
+  settle(call: InferCall): void {
+    this.live.delete(call);
+    if (this.live.size === 0 && this.idleWaiters.length) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves when no call is in flight (graceful shutdown). */
+  idle(): Promise<void> {
+    if (this.live.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private expire(): void {
+    const deadline = performance.now() - this.limits.request_timeout_ms;
+    for (const call of this.live) {
+      if (call.startedAt > deadline) break;
+      call.reject(new GatewayError(504, 'Timeout', `no answer within ${this.limits.request_timeout_ms} ms (limits.request_timeout_ms); the request was abandoned`));
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+  }
+}
+
+function statusError(s: Service): GatewayError | null {
+  switch (s.status) {
+    case 'running':
+    case 'alarm':
+      return null;
+    case 'deploying':
+      return new GatewayError(503, 'ServiceDeploying', `service '${s.name}' is still deploying; retry when it is running`);
+    case 'stopped':
+      return new GatewayError(409, 'ServiceStopped', `service '${s.name}' is stopped; start it to send inference requests`);
+    default:
+      return new GatewayError(503, 'ServiceUnavailable', `service '${s.name}' is ${s.status} and cannot serve requests`);
+  }
+}

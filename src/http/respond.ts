@@ -1,0 +1,40 @@
+import type { HttpResponse } from 'uWebSockets.js';
+import type { GatewayError } from '../errors.js';
+
+const REASONS: Record<number, string> = {
+  200: 'OK', 202: 'Accepted', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
+  404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+const STATUS_LINES = new Map<number, string>(Object.entries(REASONS).map(([k, v]) => [Number(k), `${k} ${v}`]));
+
+export const statusLine = (status: number): string => STATUS_LINES.get(status) ?? String(status);
+
+export interface Reply {
+  status: number;
+  contentType: string;
+  body: string | Uint8Array;
+  headers?: Record<string, string> | undefined;
+  /** Close the connection after replying (a body we refused to read is still arriving). */
+  close?: boolean;
+}
+
+/** Writes a whole reply in one corked batch; the caller guarantees `res` is still valid. */
+export function writeReply(res: HttpResponse, reply: Reply, requestId: string, modelVersion: string | null): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(reply.status));
+    res.writeHeader('Content-Type', reply.contentType);
+    res.writeHeader('X-Request-Id', requestId);
+    if (modelVersion) res.writeHeader('X-Model-Version', modelVersion);
+    if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
+    res.end(reply.body, reply.close === true);
+  });
+}
+
+export function errorReply(err: GatewayError, close = false): Reply {
+  return { status: err.status, contentType: 'application/json', body: JSON.stringify(err.toJSON()), headers: err.headers, close };
+}
+
+export function jsonReply(status: number, value: unknown): Reply {
+  return { status, contentType: 'application/json', body: JSON.stringify(value) };
+}

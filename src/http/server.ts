@@ -1,0 +1,159 @@
+import { randomUUID } from 'node:crypto';
+import uWS from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { RoutingTable, Service } from '../control/services.js';
+import { GatewayError, notFound } from '../errors.js';
+import { v2Datatype } from '../codecs/v2.js';
+import type { IoSpec } from '../runtime/onnx/signature.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { InferenceFront, type InferLimits } from './infer.js';
+import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
+
+export interface ServerState {
+  /** Services are deployed and the listener is open. */
+  ready: boolean;
+  /** SIGTERM received: finishing in-flight requests. */
+  draining: boolean;
+}
+
+export interface HttpServerOptions {
+  table: RoutingTable;
+  metrics: Metrics;
+  limits: InferLimits;
+  state: ServerState;
+  version: string;
+  logError: (err: unknown) => void;
+}
+
+/** Inference routes: [pattern, route parameter holding the service, parameter holding the version]. */
+const INFER_ROUTES: [string, number, number][] = [
+  ['/v1/infers/:service', 0, -1],
+  ['/v1/infers/:service/*', 0, -1],
+  ['/v2/models/:service/infer', 0, -1],
+  ['/v2/models/:service/versions/:version/infer', 0, 1],
+  ['/ml/v4/deployments/:service/predictions', 0, -1],
+  ['/v1/api/pipelines/infer/:service', 0, -1],
+  // Wallaroo forms the deployment as {pipeline}-{id}; the service is the last segment.
+  ['/v1/api/pipelines/infer/:deployment/:service', 1, -1],
+];
+
+const V2_EXTENSIONS = ['binary_tensor_data'];
+
+/** The listener: uWebSockets.js routes onto the inference front and the operational endpoints. */
+export class HttpServer {
+  readonly app: TemplatedApp;
+  readonly front: InferenceFront;
+  private listenSocket: us_listen_socket | null = null;
+
+  constructor(private readonly opts: HttpServerOptions) {
+    this.front = new InferenceFront(opts.table, opts.limits, opts.metrics, opts.logError);
+    const app = (this.app = uWS.App());
+    for (const [pattern, svc, ver] of INFER_ROUTES) {
+      app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver));
+      app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));
+    }
+    this.get('/healthz', () => jsonReply(200, { status: 'ok' }));
+    this.get('/readyz', () => (this.isReady() ? jsonReply(200, { status: 'ready' }) : jsonReply(503, { status: opts.state.draining ? 'draining' : 'starting' })));
+    this.get('/v2/health/live', () => jsonReply(200, { live: true }));
+    this.get('/v2/health/ready', () => jsonReply(this.isReady() ? 200 : 503, { ready: this.isReady() }));
+    this.get('/v2', () => jsonReply(200, { name: 'infergate', version: opts.version, extensions: V2_EXTENSIONS }));
+    this.get('/v2/models/:service', (req) => modelMetadata(this.service(req)));
+    this.get('/v2/models/:service/versions/:version', (req) => modelMetadata(this.service(req), req.getParameter(1)));
+    this.get('/v2/models/:service/ready', (req) => {
+      const s = this.service(req);
+      return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, ready: s.status === 'running' });
+    });
+    app.get('/metrics', (res) => this.metrics(res));
+    app.any('/*', (res, req) => {
+      const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');
+      writeReply(res, errorReply(err), req.getHeader('x-request-id') || randomUUID(), null);
+    });
+  }
+
+  private isReady(): boolean {
+    return this.opts.state.ready && !this.opts.state.draining;
+  }
+
+  private service(req: HttpRequest): Service {
+    const key = decodeURIComponent(req.getParameter(0) ?? '');
+    const s = this.opts.table.get(key);
+    if (!s) throw notFound(`service '${key}' does not exist`, 'ServiceNotFound');
+    return s;
+  }
+
+  /** A synchronous GET endpoint answering JSON; GatewayErrors become their replies. */
+  private get(pattern: string, answer: (req: HttpRequest) => Reply): void {
+    this.app.get(pattern, (res, req) => {
+      const requestId = req.getHeader('x-request-id') || randomUUID();
+      let reply: Reply;
+      try {
+        reply = answer(req);
+      } catch (err) {
+        reply = errorReply(err instanceof GatewayError ? err : new GatewayError(500, 'Internal', 'internal error'));
+        if (!(err instanceof GatewayError)) this.opts.logError(err);
+      }
+      writeReply(res, reply, requestId, null);
+    });
+  }
+
+  private metrics(res: HttpResponse): void {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    this.opts.metrics.registry.metrics().then(
+      (text) => {
+        if (!aborted) writeReply(res, { status: 200, contentType: this.opts.metrics.registry.contentType, body: text }, randomUUID(), null);
+      },
+      (err: unknown) => {
+        this.opts.logError(err);
+        if (!aborted) writeReply(res, errorReply(new GatewayError(500, 'Internal', 'metrics collection failed')), randomUUID(), null);
+      },
+    );
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.app.listen(host, port, (socket) => {
+        if (!socket) {
+          reject(new Error(`cannot listen on ${host}:${port} (address in use or not available)`));
+          return;
+        }
+        this.listenSocket = socket;
+        resolve(uWS.us_socket_local_port(socket as unknown as uWS.us_socket));
+      });
+    });
+  }
+
+  /** Stops accepting new connections; open ones finish what they started. */
+  stopAccepting(): void {
+    if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
+    this.listenSocket = null;
+  }
+
+  close(): void {
+    this.stopAccepting();
+    this.front.close();
+    this.app.close();
+  }
+}
+
+function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string): void {
+  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${allow}`, { Allow: allow });
+  writeReply(res, errorReply(err), req.getHeader('x-request-id') || randomUUID(), null);
+}
+
+function ioMetadata(s: IoSpec): { name: string; datatype: string; shape: number[] } {
+  return { name: s.name, datatype: v2Datatype(s.type), shape: s.dims };
+}
+
+function modelMetadata(s: Service, version?: string): Reply {
+  const v = version === undefined ? s.versions[0]! : s.versions.find((x) => x.modelVersion === version);
+  if (!v) throw notFound(`service '${s.name}' has no version '${version}'`, 'VersionNotFound');
+  const sig = v.runner.signature;
+  return jsonReply(200, {
+    name: s.name,
+    versions: s.versions.map((x) => x.modelVersion),
+    platform: 'onnxruntime_onnx',
+    inputs: sig.inputs.map(ioMetadata),
+    outputs: sig.outputs.map(ioMetadata),
+  });
+}

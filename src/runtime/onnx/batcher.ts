@@ -1,0 +1,236 @@
+import { performance } from 'node:perf_hooks';
+import { GatewayError } from '../../errors.js';
+import type { InferRequest, InferResult } from '../types.js';
+import type { ModelSignature } from './signature.js';
+import { allocate, elementCount, type Tensor, type TensorValues, type TypedData } from './tensor.js';
+import type { HookContext, RunResult } from './worker.js';
+
+/**
+ * One request waiting for a model run. The HTTP layer's per-request object implements this, so
+ * admitting a request allocates no promise and no wrapper.
+ */
+export interface Job {
+  readonly request: InferRequest;
+  readonly ctx?: HookContext | undefined;
+  /** Set by the owner when the client is gone or timed out: the batcher then skips the job. */
+  cancelled: boolean;
+  /** performance.now() when queued. */
+  enqueuedAt: number;
+  resolve(result: InferResult): void;
+  reject(err: GatewayError): void;
+}
+
+export interface BatchingConfig {
+  max_batch_size: number;
+  max_queue_delay_us: number;
+  max_queue_size: number;
+}
+
+/** Runs one merged batch; rejects with the worker's error. */
+export type RunBatch = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: HookContext | undefined) => Promise<RunResult>;
+
+export interface BatchObserver {
+  batch(rows: number, requests: number): void;
+}
+
+/**
+ * The dynamic batcher of one service version (SPEC §8.1): joins queued requests along dimension 0
+ * up to max_batch_size rows whenever an instance is free (Triton's default with a zero delay),
+ * and gives each request exactly its own rows of every output.
+ */
+export class Batcher {
+  private readonly queue: Job[] = [];
+  private head = 0;
+  private inflight = 0;
+  private scheduled = false;
+  private delayTimer: NodeJS.Timeout | null = null;
+  private readonly flushBound = (): void => this.flush();
+  /** Inner row dimensions vary per request for some inputs, so only equal ones may merge. */
+  private readonly variableRows: boolean;
+
+  constructor(
+    private readonly label: string,
+    private readonly sig: ModelSignature,
+    private readonly cfg: BatchingConfig,
+    /** Batches that may run at once (instances × tasks per worker). */
+    private readonly capacity: number,
+    private readonly runBatch: RunBatch,
+    private readonly observer: BatchObserver,
+  ) {
+    this.variableRows = sig.inputs.some((s) => s.rowSize < 0);
+  }
+
+  /** Requests waiting for an instance (not yet running). */
+  get depth(): number {
+    return this.queue.length - this.head;
+  }
+
+  get running(): number {
+    return this.inflight;
+  }
+
+  submit(job: Job): void {
+    if (this.depth >= this.cfg.max_queue_size) {
+      job.reject(new GatewayError(503, 'QueueFull', `${this.label}: the queue is full (${this.cfg.max_queue_size} requests waiting); retry later`));
+      return;
+    }
+    job.enqueuedAt = performance.now();
+    this.queue.push(job);
+    if (!this.scheduled && this.inflight < this.capacity) {
+      this.scheduled = true;
+      setImmediate(this.flushBound);
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    while (this.inflight < this.capacity) {
+      this.dropCancelled();
+      if (this.depth === 0) break;
+      if (this.shouldWait()) return;
+      this.dispatch(this.take());
+    }
+    this.compact();
+  }
+
+  /** With a queue delay, a partial batch waits for more rows until its oldest request has waited long enough. */
+  private shouldWait(): boolean {
+    const delayMs = this.cfg.max_queue_delay_us / 1000;
+    if (delayMs <= 0 || !this.sig.mergeable) return false;
+    let rows = 0;
+    for (let i = this.head; i < this.queue.length && rows < this.cfg.max_batch_size; i++) rows += this.queue[i]!.request.rows;
+    if (rows >= this.cfg.max_batch_size) return false;
+    const waited = performance.now() - this.queue[this.head]!.enqueuedAt;
+    if (waited >= delayMs) return false;
+    if (!this.delayTimer) {
+      this.delayTimer = setTimeout(() => {
+        this.delayTimer = null;
+        this.flush();
+      }, delayMs - waited);
+    }
+    return true;
+  }
+
+  private dropCancelled(): void {
+    while (this.head < this.queue.length && this.queue[this.head]!.cancelled) this.queue[this.head++] = undefined as unknown as Job;
+  }
+
+  private compact(): void {
+    if (this.head > 0 && (this.head === this.queue.length || this.head > 1024)) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  private take(): Job[] {
+    const first = this.queue[this.head]!;
+    this.queue[this.head++] = undefined as unknown as Job;
+    const jobs = [first];
+    if (!this.sig.mergeable || first.ctx) return jobs;
+    let rows = first.request.rows;
+    while (this.head < this.queue.length) {
+      const next = this.queue[this.head]!;
+      if (next.cancelled) { this.head++; continue; }
+      if (rows + next.request.rows > this.cfg.max_batch_size || next.ctx) break;
+      if (this.variableRows && !sameRowDims(first.request.inputs, next.request.inputs)) break;
+      this.queue[this.head++] = undefined as unknown as Job;
+      jobs.push(next);
+      rows += next.request.rows;
+    }
+    return jobs;
+  }
+
+  private dispatch(jobs: Job[]): void {
+    this.inflight++;
+    const startedAt = performance.now();
+    const transfer: ArrayBuffer[] = [];
+    const inputs = jobs.length === 1 ? jobs[0]!.request.inputs : merge(jobs, this.sig.inputs.length);
+    for (const t of inputs) {
+      if (!Array.isArray(t.data)) {
+        const buf = (t.data as TypedData).buffer;
+        if (buf instanceof ArrayBuffer && !transfer.includes(buf)) transfer.push(buf);
+      }
+    }
+    let rows = 0;
+    for (const j of jobs) rows += j.request.rows;
+    this.observer.batch(rows, jobs.length);
+    this.runBatch(inputs, transfer, jobs[0]!.ctx).then(
+      (res) => this.finish(jobs, startedAt, res, null),
+      (err: unknown) => this.finish(jobs, startedAt, null, err),
+    );
+  }
+
+  private finish(jobs: Job[], startedAt: number, res: RunResult | null, err: unknown): void {
+    this.inflight--;
+    if (res) this.deliver(jobs, startedAt, res);
+    else {
+      const gerr = runError(this.label, err);
+      for (const j of jobs) if (!j.cancelled) j.reject(gerr);
+    }
+    if (this.depth > 0) this.flush();
+  }
+
+  private deliver(jobs: Job[], startedAt: number, res: RunResult): void {
+    if (jobs.length === 1) {
+      const j = jobs[0]!;
+      if (!j.cancelled) j.resolve({ outputs: res.outputs, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
+      return;
+    }
+    let offset = 0;
+    for (const j of jobs) {
+      const rows = j.request.rows;
+      if (!j.cancelled) {
+        const outputs = res.outputs.map((t) => sliceRows(t, offset, rows));
+        j.resolve({ outputs, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
+      }
+      offset += rows;
+    }
+  }
+}
+
+const nsBetween = (from: number, to: number): number => Math.round((to - from) * 1e6);
+
+function sameRowDims(a: Tensor[], b: Tensor[]): boolean {
+  for (let i = 0; i < a.length; i++) {
+    const da = a[i]!.dims, db = b[i]!.dims;
+    if (da.length !== db.length) return false;
+    for (let k = 1; k < da.length; k++) if (da[k] !== db[k]) return false;
+  }
+  return true;
+}
+
+function merge(jobs: Job[], nInputs: number): Tensor[] {
+  const merged: Tensor[] = new Array(nInputs);
+  for (let i = 0; i < nInputs; i++) {
+    const first = jobs[0]!.request.inputs[i]!;
+    let rows = 0;
+    for (const j of jobs) rows += j.request.inputs[i]!.dims[0]!;
+    const dims = [rows, ...first.dims.slice(1)];
+    const data = allocate(first.type, elementCount(dims));
+    let off = 0;
+    for (const j of jobs) {
+      const src = j.request.inputs[i]!.data;
+      if (Array.isArray(data)) for (let k = 0; k < src.length; k++) data[off + k] = (src as string[])[k]!;
+      else (data as Float32Array).set(src as Float32Array, off);
+      off += src.length;
+    }
+    merged[i] = { type: first.type, dims, data };
+  }
+  return merged;
+}
+
+function sliceRows(t: Tensor, offset: number, rows: number): Tensor {
+  const rowSize = elementCount(t.dims) / t.dims[0]!;
+  const from = offset * rowSize, to = (offset + rows) * rowSize;
+  const data: TensorValues = Array.isArray(t.data) ? t.data.slice(from, to) : (t.data as Float32Array).subarray(from, to);
+  return { type: t.type, dims: [rows, ...t.dims.slice(1)], data };
+}
+
+function runError(label: string, err: unknown): GatewayError {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/worker|terminat|exited/i.test(msg) && !/^Error: \[ErrorCode/.test(msg)) {
+    return new GatewayError(503, 'InstanceLost', `${label}: the model instance stopped while running this request; it is being replaced, retry`);
+  }
+  // ONNX Runtime's own messages say which input or node refused; they carry no stack or secrets.
+  return new GatewayError(500, 'ModelRunFailed', `${label}: the model run failed: ${msg.split('\n')[0]}`);
+}

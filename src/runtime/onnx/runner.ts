@@ -1,0 +1,87 @@
+import { Piscina } from 'piscina';
+import type { Job, BatchingConfig, BatchObserver } from './batcher.js';
+import { Batcher } from './batcher.js';
+import { resolveProvider, type Provider } from './providers.js';
+import { buildSignature, type ModelSignature } from './signature.js';
+import type { Tensor } from './tensor.js';
+import type { DescribeResult, RunResult, WorkerConfig, WorkerTask } from './worker.js';
+
+export interface OnnxVersionOptions {
+  /** "service/version", used in messages. */
+  label: string;
+  packageDir: string;
+  modelPath: string;
+  hookPath: string | null;
+  instances: number;
+  provider: Provider;
+  providerFallback?: Provider | undefined;
+  intraOpThreads: number;
+  batching: BatchingConfig;
+  features: string[] | null;
+  observer: BatchObserver;
+}
+
+/** Batches that may be in a worker at once: the main thread prepares the next while one runs. */
+const TASKS_PER_WORKER = 2;
+const WORKER_FILE = new URL('./worker.js', import.meta.url);
+
+/** One service version on ONNX Runtime: a piscina pool of sessions fed by a dynamic batcher. */
+export class OnnxRunner {
+  private constructor(
+    readonly signature: ModelSignature,
+    readonly provider: Provider,
+    readonly notes: string[],
+    private readonly pool: Piscina,
+    private readonly batcher: Batcher,
+  ) {}
+
+  static async start(opts: OnnxVersionOptions): Promise<OnnxRunner> {
+    const { provider, note } = resolveProvider(opts.provider, opts.providerFallback, opts.label);
+    const workerData: WorkerConfig = {
+      modelPath: opts.modelPath,
+      provider,
+      intraOpThreads: opts.intraOpThreads,
+      hookPath: opts.hookPath,
+      packageDir: opts.packageDir,
+    };
+    const pool = new Piscina({
+      filename: WORKER_FILE.href,
+      minThreads: opts.instances,
+      maxThreads: opts.instances,
+      concurrentTasksPerWorker: TASKS_PER_WORKER,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      workerData,
+    });
+    // A worker that dies is replaced by piscina; the error event must not become an uncaught exception.
+    pool.on('error', () => undefined);
+    let signature: ModelSignature;
+    try {
+      const described = (await pool.run({ kind: 'describe' } satisfies WorkerTask)) as DescribeResult;
+      signature = buildSignature(described.inputs, described.outputs, opts.features);
+    } catch (err) {
+      await pool.destroy();
+      throw new Error(`${opts.label}: the model could not be loaded: ${(err as Error).message.split('\n')[0]}`);
+    }
+    const capacity = opts.instances * TASKS_PER_WORKER;
+    const run = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: Job['ctx']): Promise<RunResult> =>
+      pool.run({ kind: 'run', inputs, ctx } satisfies WorkerTask, { transferList: transfer }) as Promise<RunResult>;
+    const batcher = new Batcher(opts.label, signature, opts.batching, capacity, run, opts.observer);
+    return new OnnxRunner(signature, provider, note ? [note] : [], pool, batcher);
+  }
+
+  submit(job: Job): void {
+    this.batcher.submit(job);
+  }
+
+  get queueDepth(): number {
+    return this.batcher.depth;
+  }
+
+  get running(): number {
+    return this.batcher.running;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy();
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The one internal tensor type every codec decodes into and encodes from (SPEC §5.3).
+ * Element types use onnxruntime's names so tensors pass to sessions without translation.
+ */
+export type ElementType =
+  | 'float32' | 'float64' | 'float16'
+  | 'int8' | 'int16' | 'int32' | 'int64'
+  | 'uint8' | 'uint16' | 'uint32' | 'uint64'
+  | 'bool' | 'string';
+
+export type TypedData =
+  | Float32Array | Float64Array | Uint16Array
+  | Int8Array | Int16Array | Int32Array | BigInt64Array
+  | Uint8Array | Uint32Array | BigUint64Array;
+
+export type TensorValues = TypedData | string[];
+
+export interface Tensor {
+  type: ElementType;
+  dims: number[];
+  data: TensorValues;
+}
+
+type TypedCtor = { new (n: number): TypedData; new (buf: ArrayBufferLike, off: number, len: number): TypedData; BYTES_PER_ELEMENT: number };
+
+const CTORS: Record<Exclude<ElementType, 'string'>, TypedCtor> = {
+  float32: Float32Array as unknown as TypedCtor,
+  float64: Float64Array as unknown as TypedCtor,
+  float16: Uint16Array as unknown as TypedCtor, // raw IEEE half bits
+  int8: Int8Array as unknown as TypedCtor,
+  int16: Int16Array as unknown as TypedCtor,
+  int32: Int32Array as unknown as TypedCtor,
+  int64: BigInt64Array as unknown as TypedCtor,
+  uint8: Uint8Array as unknown as TypedCtor,
+  uint16: Uint16Array as unknown as TypedCtor,
+  uint32: Uint32Array as unknown as TypedCtor,
+  uint64: BigUint64Array as unknown as TypedCtor,
+  bool: Uint8Array as unknown as TypedCtor,
+};
+
+export function allocate(type: ElementType, n: number): TensorValues {
+  return type === 'string' ? new Array<string>(n) : new CTORS[type](n);
+}
+
+export function typedView(type: Exclude<ElementType, 'string'>, buf: ArrayBufferLike, byteOffset: number, length: number): TypedData {
+  return new CTORS[type](buf, byteOffset, length);
+}
+
+export function bytesPerElement(type: ElementType): number {
+  return type === 'string' ? 0 : CTORS[type].BYTES_PER_ELEMENT;
+}
+
+export const isBigIntType = (t: ElementType): boolean => t === 'int64' || t === 'uint64';
+
+export function elementCount(dims: readonly number[]): number {
+  let n = 1;
+  for (let i = 0; i < dims.length; i++) n *= dims[i]!;
+  return n;
+}

@@ -1,0 +1,17 @@
+import type { Tensor } from './onnx/tensor.js';
+
+/** The one internal request every codec produces: tensors aligned with the model's inputs. */
+export interface InferRequest {
+  /** inputs[i] feeds signature.inputs[i]. */
+  inputs: Tensor[];
+  /** Rows along dimension 0 (1 for models without a batch dimension). */
+  rows: number;
+}
+
+/** The one internal result every codec encodes: tensors aligned with the model's outputs. */
+export interface InferResult {
+  outputs: Tensor[];
+  /** Nanoseconds spent queued before the batch ran, and running it (Wallaroo `elapsed`). */
+  queueNs: number;
+  runNs: number;
+}
