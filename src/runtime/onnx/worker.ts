@@ -45,7 +45,7 @@ async function open(): Promise<{ session: ort.InferenceSession; hooks: Hooks }> 
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   });
-  const hooks: Hooks = config.hookPath ? ((await import(pathToFileURL(config.hookPath).href)) as Hooks) : {};
+  const hooks = config.hookPath ? loadHooks(await import(pathToFileURL(config.hookPath).href)) : {};
   return { session, hooks };
 }
 
@@ -96,4 +96,12 @@ export default async function run(task: WorkerTask): Promise<unknown> {
     get [Piscina.transferableSymbol]() { return transfer; },
     get [Piscina.valueSymbol]() { return result; },
   } as unknown as ArrayBuffer);
+}
+
+/** An ES module exports the hooks by name; a CommonJS one arrives as the default export. */
+function loadHooks(mod: Hooks & { default?: Hooks }): Hooks {
+  return {
+    preprocess: mod.preprocess ?? mod.default?.preprocess,
+    postprocess: mod.postprocess ?? mod.default?.postprocess,
+  } as Hooks;
 }

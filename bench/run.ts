@@ -1,0 +1,480 @@
+// The benchmark harness (SPEC §14). One run measures every scenario sequentially on this
+// machine, one server at a time so they never share the CPU, and writes bench/RESULTS.md.
+//
+//   npm run bench                              all scenarios, writes bench/RESULTS.md
+//   BENCH_ONLY=bare_uws,fastify_ort npm run bench   a subset, writes bench/out/RESULTS.partial.md
+//
+// Environment: BENCH_SECONDS (default 10), BENCH_WARMUP_SECONDS (2), BENCH_CONNECTIONS (64),
+// BENCH_ONLY, BENCH_RESULTS (output path override), BENCH_TOOL=autocannon, BENCH_INSTALL=1,
+// BENCH_CCFRAUD_MODEL (model for fastify_ort; default models/ccfraud/model.onnx),
+// BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js).
+//
+// Adding a scenario: push a Scenario onto SCENARIOS (and a Ratio onto RATIOS if it has a target).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { detectTool, killLoad, runLoad, type LoadResult } from './load.js';
+
+/** Repository root: this file runs as dist/bench/run.js. */
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DIST_BENCH = join(ROOT, 'dist', 'bench');
+
+// ---------------------------------------------------------------- servers
+
+export interface ServerHandle {
+  pid: number;
+  port: number;
+  /** resolves when the process has exited (after stop() or on its own) */
+  exited: Promise<number | null>;
+  /** true once the process has exited */
+  readonly dead: boolean;
+  /** last few KiB of the child's stdout+stderr, for error messages */
+  tail(): string;
+  /** SIGTERM, wait for exit (SIGKILL after 10 s), then clean up */
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  killLoad();
+  for (const c of live) c.kill('SIGKILL');
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => process.exit(130)); // the 'exit' handler kills the children
+}
+
+/** A free TCP port on 127.0.0.1 (uWS cannot listen on port 0 and report it). */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => (port ? res(port) : rej(new Error('could not get a free port'))));
+    });
+  });
+}
+
+const TAIL_BYTES = 8192;
+const START_TIMEOUT_MS = Number(process.env.BENCH_START_TIMEOUT_MS ?? 120_000);
+
+/**
+ * Spawns `cmd args` in the repository root and resolves once a line of its stdout or stderr
+ * matches `readyRegex`; rejects (with the child's output) if it exits first or never gets ready.
+ */
+export function startServer(
+  cmd: string,
+  args: string[],
+  readyRegex: RegExp,
+  port: number,
+  opts: { env?: NodeJS.ProcessEnv; cleanup?: () => void } = {},
+): Promise<ServerHandle> {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  let out = '';
+  let dead = false;
+  const keep = (d: string): void => {
+    out += d;
+    if (out.length > 4 * TAIL_BYTES) out = out.slice(-TAIL_BYTES);
+  };
+  const tail = (): string => out.slice(-TAIL_BYTES);
+  const exited = new Promise<number | null>((res) => {
+    child.on('exit', (code, signal) => {
+      dead = true;
+      live.delete(child);
+      opts.cleanup?.();
+      res(code ?? (signal ? -1 : null));
+    });
+  });
+
+  const show = (a: string): string => (a.startsWith(ROOT + '/') ? relative(ROOT, a) : a);
+  const cmdline = [cmd === process.execPath ? 'node' : cmd, ...args].map(show).join(' ');
+  return new Promise<ServerHandle>((res, rej) => {
+    let ready = false;
+    let lineBuf = '';
+    const onData = (d: string): void => {
+      keep(d);
+      if (ready) return;
+      lineBuf += d;
+      const lines = lineBuf.split('\n');
+      lineBuf = lines.pop() ?? '';
+      for (const line of lines) {
+        if (readyRegex.test(line)) {
+          ready = true;
+          clearTimeout(timer);
+          lineBuf = '';
+          res(handle);
+          return;
+        }
+      }
+    };
+    child.stdout.setEncoding('utf8').on('data', onData);
+    child.stderr.setEncoding('utf8').on('data', onData);
+    child.on('error', (err) => {
+      if (!ready) rej(new Error(`could not start ${cmdline}: ${err.message}`));
+    });
+    void exited.then((code) => {
+      if (!ready) {
+        clearTimeout(timer);
+        rej(new Error(`${cmdline} exited (code ${String(code)}) before it was ready; its output:\n${tail()}`));
+      }
+    });
+    const timer = setTimeout(() => {
+      if (ready) return;
+      child.kill('SIGKILL');
+      rej(new Error(`${cmdline} printed no line matching ${readyRegex} in ${START_TIMEOUT_MS} ms; its output:\n${tail()}`));
+    }, START_TIMEOUT_MS);
+
+    const handle: ServerHandle = {
+      pid: child.pid ?? -1,
+      port,
+      exited,
+      get dead() {
+        return dead;
+      },
+      tail,
+      async stop() {
+        if (dead) return;
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => {
+          console.error(`bench: ${cmdline} ignored SIGTERM for 10 s; SIGKILL`);
+          child.kill('SIGKILL');
+        }, 10_000);
+        await exited;
+        clearTimeout(killer);
+      },
+    };
+  });
+}
+
+function benchServer(script: string, port: number): Promise<ServerHandle> {
+  const file = join(DIST_BENCH, 'servers', script);
+  if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`);
+  return startServer(process.execPath, [file, String(port)], /^listening (\d+)/, port);
+}
+
+// ---------------------------------------------------------------- bodies and checks
+
+/** 29 deterministic floats in [-2, 2] (a fixed LCG), as a ccfraud `tensor` row. */
+export function ccfraudRow(seed = 42): number[] {
+  let s = seed >>> 0;
+  const row: number[] = [];
+  for (let i = 0; i < 29; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    row.push(Math.round(((s / 2 ** 32) * 4 - 2) * 1e6) / 1e6);
+  }
+  return row;
+}
+
+const PANDAS_RECORDS = 'application/json; format=pandas-records';
+const CCFRAUD_BATCH1 = JSON.stringify([{ tensor: ccfraudRow() }]);
+
+/** One request; the answer must be a 200 pandas-records array whose first record has out.dense_1. */
+async function checkDense1(port: number, path: string, body: string, contentType: string): Promise<void> {
+  const url = `http://127.0.0.1:${port}${path}`;
+  let status = 0;
+  let text = '';
+  try {
+    const r = await fetch(url, { method: 'POST', body, headers: { 'content-type': contentType } });
+    status = r.status;
+    text = await r.text();
+  } catch (err) {
+    throw new Error(`check: POST ${url} failed: ${String(err)}`);
+  }
+  let ok = false;
+  try {
+    const j = JSON.parse(text) as unknown;
+    const first = Array.isArray(j) ? (j[0] as { out?: { dense_1?: unknown } } | undefined) : undefined;
+    ok = Array.isArray(first?.out?.dense_1);
+  } catch {
+    ok = false;
+  }
+  if (status !== 200 || !ok) {
+    throw new Error(
+      `check: POST ${url} (${contentType}) should answer 200 with records carrying out.dense_1; ` +
+        `got ${status}: ${text.slice(0, 500)}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+export interface Scenario {
+  /** short id, used by BENCH_ONLY and in the tables */
+  name: string;
+  /** one line for the output and RESULTS.md */
+  description: string;
+  start(): Promise<ServerHandle>;
+  path: string;
+  body: string;
+  contentType: string;
+  /** connections for this scenario; default BENCH_CONNECTIONS (64) */
+  connections?: number;
+  /** optional sanity request before warm-up; throws to abort the run */
+  check?(server: ServerHandle): Promise<void>;
+}
+
+export interface Ratio {
+  numerator: string;
+  denominator: string;
+  target: number;
+  /** where the target comes from */
+  source: string;
+}
+
+export const SCENARIOS: Scenario[] = [
+  {
+    name: 'bare_uws',
+    description: 'bare uWebSockets.js: reads the POST body, answers a constant JSON (the ceiling)',
+    start: async () => benchServer('bare-uws.js', await freePort()),
+    path: '/infer',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+  },
+  {
+    name: 'fastify_ort',
+    description: 'Fastify 5 + onnxruntime-node in-process, ccfraud, pandas-records in and out',
+    start: async () => benchServer('fastify-ort.js', await freePort()),
+    path: '/infer',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+    check: (s) => checkDense1(s.port, '/infer', CCFRAUD_BATCH1, PANDAS_RECORDS),
+  },
+  {
+    name: 'infergate',
+    description: 'infergate serve, ONNX path, ccfraud, batch-1 pandas-records',
+    start: async () => {
+      const port = await freePort();
+      // BENCH_INFERGATE_MAIN lets one point the bench at another build of the CLI.
+      const main = resolve(ROOT, process.env.BENCH_INFERGATE_MAIN ?? join('dist', 'src', 'cli', 'main.js'));
+      if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
+      const dataDir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-data-'));
+      return startServer(
+        process.execPath,
+        [main, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', 'models', '--data-dir', dataDir],
+        /infergate listening on http:\/\/\S+:\d+/,
+        port,
+        { cleanup: () => rmSync(dataDir, { recursive: true, force: true }) },
+      );
+    },
+    path: '/v1/infers/ccfraud',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+    check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
+  },
+];
+
+export const RATIOS: Ratio[] = [
+  { numerator: 'infergate', denominator: 'bare_uws', target: 0.6, source: 'SPEC §14, ONNX path' },
+  { numerator: 'infergate', denominator: 'fastify_ort', target: 4, source: 'SPEC §14, ONNX path' },
+];
+
+// ---------------------------------------------------------------- run
+
+interface Measured {
+  scenario: Scenario;
+  result: LoadResult;
+}
+
+function envNumber(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v} is not a positive number`);
+  return n;
+}
+
+const fmt = {
+  rps: (n: number): string => Math.round(n).toLocaleString('en-US'),
+  ms: (n: number): string => (Number.isFinite(n) ? n.toFixed(3) : '-'),
+  ratio: (n: number): string => n.toFixed(2),
+};
+
+function table(rows: Measured[]): string[] {
+  const head = ['scenario', 'path', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors'];
+  const body = rows.map(({ scenario: s, result: r }) => [
+    s.name,
+    s.path,
+    fmt.rps(r.rps),
+    fmt.ms(r.p50_ms),
+    fmt.ms(r.p99_ms),
+    String(r.non2xx),
+    String(r.errors),
+  ]);
+  return [
+    `| ${head.join(' | ')} |`,
+    `|${head.map((_h, i) => (i >= 2 ? '---:' : '---')).join('|')}|`,
+    ...body.map((r) => `| ${r.join(' | ')} |`),
+  ];
+}
+
+interface RatioLine {
+  ratio: Ratio;
+  value: number | undefined;
+  verdict: 'PASS' | 'MISS' | 'n/a';
+}
+
+function ratios(rows: Measured[]): RatioLine[] {
+  const rps = new Map(rows.map((m) => [m.scenario.name, m.result.rps]));
+  return RATIOS.map((ratio) => {
+    const a = rps.get(ratio.numerator);
+    const b = rps.get(ratio.denominator);
+    if (a === undefined || b === undefined || b === 0) return { ratio, value: undefined, verdict: 'n/a' as const };
+    const value = a / b;
+    return { ratio, value, verdict: value >= ratio.target ? ('PASS' as const) : ('MISS' as const) };
+  });
+}
+
+function ratioText(l: RatioLine): string {
+  const name = `${l.ratio.numerator}/${l.ratio.denominator}`;
+  return l.value === undefined
+    ? `${name}: n/a (needs both scenarios; target ≥ ${l.ratio.target})`
+    : `${name}: ${fmt.ratio(l.value)}  (target ≥ ${l.ratio.target}) ${l.verdict}`;
+}
+
+async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<LoadResult> {
+  const connections = s.connections ?? defaultConnections;
+  console.log(`\n== ${s.name}: ${s.description}`);
+  const server = await s.start();
+  console.log(`   started pid ${server.pid} on port ${server.port}`);
+  try {
+    if (s.check) {
+      await s.check(server);
+      console.log('   check: ok');
+    }
+    const load = { port: server.port, path: s.path, body: s.body, contentType: s.contentType, connections };
+    console.log(`   warm-up ${warmup} s`);
+    await runLoad({ ...load, seconds: warmup });
+    if (server.dead) throw new Error(`${s.name} died during warm-up; its output:\n${server.tail()}`);
+    console.log(`   measuring ${seconds} s, ${connections} connections`);
+    const result = await runLoad({ ...load, seconds });
+    if (server.dead) throw new Error(`${s.name} died during the measurement; its output:\n${server.tail()}`);
+    console.log(
+      `   ${fmt.rps(result.rps)} req/s  p50 ${fmt.ms(result.p50_ms)} ms  p99 ${fmt.ms(result.p99_ms)} ms  ` +
+        `non-2xx ${result.non2xx}  errors ${result.errors}`,
+    );
+    if (result.non2xx > 0 || result.errors > 0) {
+      console.log(`   WARNING: ${s.name} had ${result.non2xx} non-2xx answers and ${result.errors} socket errors`);
+    }
+    return result;
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Settings that change what is measured, named in RESULTS.md so a run can be told apart. */
+function overrides(): string[] {
+  return ['BENCH_CCFRAUD_MODEL', 'BENCH_INFERGATE_MAIN', 'BENCH_TOOL']
+    .filter((k) => process.env[k])
+    .map((k) => `${k}=${process.env[k]}`);
+}
+
+function resultsMarkdown(
+  rows: Measured[],
+  skipped: string[],
+  opts: { seconds: number; warmup: number; connections: number; tool: string; toolNote: string; started: Date },
+): string {
+  const cpus = os.cpus();
+  const lines = [
+    '# Benchmark results',
+    '',
+    `- Date: ${opts.started.toISOString()}`,
+    `- Machine: ${cpus[0]?.model.trim() ?? 'unknown CPU'} × ${cpus.length} logical CPUs, ` +
+      `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()} (${os.arch()})`,
+    `- Node: ${process.version}`,
+    `- Load tool: ${opts.tool} (${opts.toolNote})`,
+    `- Load: ${opts.connections} connections, ${opts.tool.startsWith('wrk') ? '1 wrk thread' : 'autocannon in the bench process (latency in whole ms)'}, ${opts.warmup} s warm-up then ${opts.seconds} s measured per scenario; ` +
+      'batch-1 pandas-records body (`[{"tensor":[29 floats]}]`, `application/json; format=pandas-records`); ' +
+      'servers run one at a time on 127.0.0.1, the load generator on the same machine',
+    ...(overrides().length ? [`- Overrides: ${overrides().join(', ')}`] : []),
+    '',
+    ...(skipped.length
+      ? [`**Partial run: skipped scenarios: ${skipped.join(', ')}.** Ratios that need them are n/a.`, '']
+      : []),
+    '## Raw',
+    '',
+    ...table(rows),
+    '',
+    '## Ratios (SPEC §14 targets)',
+    '',
+    '| ratio | value | target | verdict |',
+    '|---|---:|---:|---|',
+    ...ratios(rows).map(
+      (l) =>
+        `| ${l.ratio.numerator}/${l.ratio.denominator} | ${l.value === undefined ? 'n/a' : fmt.ratio(l.value)} | ` +
+        `≥ ${l.ratio.target} | ${l.verdict} |`,
+    ),
+    '',
+    'Scenarios:',
+    '',
+    ...rows.map((m) => `- \`${m.scenario.name}\`: ${m.scenario.description}`),
+    '',
+    'These numbers are from one run (one sample per scenario, taken sequentially in the same ' +
+      'invocation). Absolute requests/s drift between runs and machines; the ratios are what the targets are about.',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const seconds = envNumber('BENCH_SECONDS', 10);
+  const warmup = envNumber('BENCH_WARMUP_SECONDS', 2);
+  const connections = Math.round(envNumber('BENCH_CONNECTIONS', 64));
+  const only = (process.env.BENCH_ONLY ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = only.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  if (unknown.length) {
+    throw new Error(`BENCH_ONLY names unknown scenarios: ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
+  }
+  const chosen = only.length ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
+  const skipped = SCENARIOS.filter((s) => !chosen.includes(s)).map((s) => s.name);
+
+  const tool = detectTool();
+  console.log(`bench: load tool ${tool.version} — ${tool.note}`);
+  console.log(`bench: scenarios ${chosen.map((s) => s.name).join(', ')}${skipped.length ? ` (skipped: ${skipped.join(', ')})` : ''}`);
+
+  const rows: Measured[] = [];
+  for (const s of chosen) {
+    try {
+      rows.push({ scenario: s, result: await measure(s, seconds, warmup, connections) });
+    } catch (err) {
+      console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
+      if (rows.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(rows)].join('\n'));
+      process.exitCode = 1;
+      return;
+    }
+  }
+
+  console.log(['', ...table(rows), ''].join('\n'));
+  for (const l of ratios(rows)) console.log(ratioText(l));
+
+  const partial = skipped.length > 0;
+  const outFile = process.env.BENCH_RESULTS
+    ? resolve(process.env.BENCH_RESULTS)
+    : partial
+      ? join(ROOT, 'bench', 'out', 'RESULTS.partial.md')
+      : join(ROOT, 'bench', 'RESULTS.md');
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(
+    outFile,
+    resultsMarkdown(rows, skipped, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
+  );
+  console.log(`\nbench: wrote ${relative(process.cwd(), outFile) || outFile}${partial ? ' (partial run)' : ''}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});

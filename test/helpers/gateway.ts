@@ -1,0 +1,106 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const MAIN = path.join(ROOT, 'dist/src/cli/main.js');
+export const SAMPLE_MODELS = path.join(ROOT, 'models');
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  proc: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** SIGTERM and wait for the exit code. */
+  stop(): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export interface GatewayOptions {
+  modelsDir?: string;
+  /** gateway.yaml contents (as an object, written as JSON). */
+  config?: Record<string, unknown>;
+  env?: Record<string, string>;
+}
+
+export function tempDir(prefix = 'infergate-test-'): string {
+  return mkdtempSync(path.join(tmpdir(), prefix));
+}
+
+/** Starts the real gateway binary on an ephemeral port and resolves once it prints its listening line. */
+export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGateway> {
+  const dataDir = tempDir('infergate-data-');
+  const args = [MAIN, 'serve', '--port', '0', '--data-dir', dataDir, '--models-dir', opts.modelsDir ?? SAMPLE_MODELS];
+  if (opts.config) {
+    const file = path.join(dataDir, 'gateway.json');
+    writeFileSync(file, JSON.stringify(opts.config));
+    args.push('--config', file);
+  }
+  const proc = spawn(process.execPath, args, { env: { ...process.env, INFERGATE_LOG_LEVEL: 'warn', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /infergate listening on http:\/\/[^:]+:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    void exited.then((code) => reject(new Error(`gateway exited with ${code} before listening:\n${err}`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    port,
+    proc,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+export interface Answer {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: any;
+}
+
+export async function post(url: string, body: string | Uint8Array, contentType = 'application/json', headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await fetch(url, { method: 'POST', body, headers: { 'content-type': contentType, ...headers } });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+export const postJson = (url: string, value: unknown, contentType?: string, headers?: Record<string, string>): Promise<Answer> =>
+  post(url, JSON.stringify(value), contentType, headers);
+
+/** Polls a condition on the running gateway (e.g. a metric) until it holds; bounded. */
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The value of one Prometheus sample line, e.g. metric('infergate_batches_running{service="x",version="0.0.1"}'). */
+export async function metric(url: string, sample: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(sample + ' '));
+  return line ? Number(line.slice(sample.length + 1)) : 0;
+}

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { MISCHIEF_HOOK, cueRow, makeModelsDir } from './helpers/fixtures.js';
+import { metric, postJson, startGateway, until, type RunningGateway } from './helpers/gateway.js';
+
+const PANDAS = 'application/json; format=pandas-records';
+const running = (url: string) => metric(url, 'infergate_batches_running{service="slow",version="0.0.1"}');
+
+function slowModels() {
+  return makeModelsDir({
+    slow: { from: 'ccfraud', hook: MISCHIEF_HOOK, config: { batching: { max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: 2 } } },
+  });
+}
+
+describe('overload, failures and shutdown', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway({ modelsDir: slowModels() });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  const infer = (first: number) => postJson(`${gw.url}/v1/infers/slow`, [{ tensor: cueRow(first) }], PANDAS);
+
+  test('a full queue sheds load with 503 at once and admitted requests still succeed', async () => {
+    const sleeper = infer(555);
+    await until('the slow batch to run', async () => (await running(gw.url)) === 1);
+    const burst = await Promise.all(Array.from({ length: 6 }, () => infer(0.5)));
+    const shed = burst.filter((a) => a.status === 503);
+    assert.ok(shed.length >= 1, `expected some 503s, got ${burst.map((a) => a.status)}`);
+    for (const a of shed) {
+      assert.equal(a.json.error_code, 'IG.503.QueueFull');
+      assert.match(a.json.error_msg, /queue is full \(2 requests waiting\)/);
+    }
+    assert.ok(burst.filter((a) => a.status === 200).length >= 2, 'the queued requests are served');
+    assert.equal((await sleeper).status, 200);
+  });
+
+  test('a worker that throws fails only its request, with 500 and the reason', async () => {
+    const a = await infer(777);
+    assert.equal(a.status, 500);
+    assert.equal(a.json.error_code, 'IG.500.ModelRunFailed');
+    assert.match(a.json.error_msg, /hook refused the value 777/);
+    assert.doesNotMatch(a.text, /at .*\.js:\d+/, 'no stack trace');
+    assert.equal((await infer(0.25)).status, 200);
+  });
+
+  test('a worker that dies is replaced; its request fails cleanly and later ones succeed', async () => {
+    const a = await infer(666);
+    assert.equal(a.status, 503);
+    assert.equal(a.json.error_code, 'IG.503.InstanceLost');
+    for (let i = 0; i < 5; i++) assert.equal((await infer(0.1 * i)).status, 200);
+    const again = await infer(666);
+    assert.equal(again.status, 503);
+    assert.equal((await infer(0.3)).status, 200);
+  });
+});
+
+describe('request timeout', () => {
+  test('a request over limits.request_timeout_ms gets 504 and the gateway keeps serving', async () => {
+    const gw = await startGateway({ modelsDir: slowModels(), config: { limits: { request_timeout_ms: 200 } } });
+    try {
+      const a = await postJson(`${gw.url}/v1/infers/slow`, [{ tensor: cueRow(555) }], PANDAS);
+      assert.equal(a.status, 504);
+      assert.equal(a.json.error_code, 'IG.504.Timeout');
+      assert.match(a.json.error_msg, /no answer within 200 ms/);
+      await until('the abandoned run to finish', async () => (await running(gw.url)) === 0);
+      const b = await postJson(`${gw.url}/v1/infers/slow`, [{ tensor: cueRow(0.5) }], PANDAS);
+      assert.equal(b.status, 200);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
+describe('graceful shutdown', () => {
+  test('SIGTERM stops accepting, finishes the request in flight and exits 0', async () => {
+    const gw = await startGateway({ modelsDir: slowModels() });
+    const inflight = postJson(`${gw.url}/v1/infers/slow`, [{ tensor: cueRow(555) }], PANDAS);
+    await until('the slow batch to run', async () => (await running(gw.url)) === 1);
+    gw.proc.kill('SIGTERM');
+    const answer = await inflight;
+    assert.equal(answer.status, 200);
+    assert.equal(answer.json[0].out.dense_1.length, 1);
+    assert.equal(await gw.exited, 0);
+    await assert.rejects(fetch(`${gw.url}/healthz`), 'the listener is closed');
+  });
+});
