@@ -2,7 +2,7 @@ import { badRequest } from '../errors.js';
 import type { InferRequest } from '../runtime/types.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
-import { allocate, elementCount, type Tensor } from '../runtime/onnx/tensor.js';
+import { elementCount, staged, type Tensor } from '../runtime/onnx/tensor.js';
 import { putNested, putValue, shapeOf } from './values.js';
 
 /**
@@ -22,7 +22,6 @@ function expectation(sig: ModelSignature): string {
 
 export function bindColumns(sig: ModelSignature, fields: readonly string[], nrows: number, cell: Cell, label: string): InferRequest {
   if (nrows === 0) throw badRequest(`no ${label}s: send at least one`, 'Empty');
-  if (new Set(fields).size !== fields.length) throw badRequest(`${label} 0: a field name is repeated in ${list(fields)}`, 'DuplicateField');
   if (fields.every((f) => sig.inputIndex.has(f))) return bindInputs(sig, fields, nrows, cell, label);
   if (sig.featureIndex) return bindFeatures(sig, fields, nrows, cell, label);
   const unknown = fields.find((f) => !sig.inputIndex.has(f))!;
@@ -48,7 +47,7 @@ function bindInput(spec: IoSpec, col: number, nrows: number, cell: Cell, label: 
   }
   const rowDims = spec.rowSize >= 0 ? spec.rowDims : concreteRowDims(spec, cell(0, col), `${label} 0, field '${spec.name}'`);
   const rowSize = elementCount(rowDims);
-  const data = allocate(spec.type, nrows * rowSize);
+  const data = staged(nrows * rowSize);
   const scalarRow = rowSize === 1;
   for (let r = 0, off = 0; r < nrows; r++) {
     const v = cell(r, col);
@@ -82,7 +81,7 @@ function bindFeatures(sig: ModelSignature, fields: readonly string[], nrows: num
     throw badRequest(`${label} 0: missing feature${missing.length > 1 ? 's' : ''} ${list(missing)}; the model takes ${list(features)}`, 'MissingInput');
   }
   const width = features.length;
-  const data = allocate(spec.type, nrows * width);
+  const data = staged(nrows * width);
   for (let r = 0; r < nrows; r++) {
     for (let c = 0; c < slots.length; c++) {
       putValue(data, r * width + slots[c]!, spec.type, cell(r, c), `${label} ${r}, field '${fields[c]}'`);

@@ -38,18 +38,19 @@ function nested(t: Tensor, off: number, dims: readonly number[], depth: number):
 
 /** Row `r` of an output (dimension 0 is the batch); a one-element row is a scalar when asked. */
 export function rowJson(t: Tensor, r: number, batched: boolean, scalarIfOne: boolean): string {
-  const rowDims = batched ? t.dims.slice(1) : t.dims;
-  const size = elementCount(rowDims);
+  const dims = t.dims;
+  const first = batched ? 1 : 0;
+  let size = 1;
+  for (let k = first; k < dims.length; k++) size *= dims[k]!;
   const off = batched ? r * size : 0;
-  if (rowDims.length === 0) return scalarIfOne ? scalar(t, off) : `[${scalar(t, off)}]`;
+  if (dims.length === first) return scalarIfOne ? scalar(t, off) : `[${scalar(t, off)}]`;
   if (size === 1 && scalarIfOne) return scalar(t, off);
-  return nested(t, off, rowDims, 0);
+  return nested(t, off, dims, first);
 }
 
-/** All elements, flat (Open Inference Protocol `data`). */
-export function flatJson(t: Tensor): string {
-  const n = elementCount(t.dims);
+/** `count` elements from `from`, flat (Open Inference Protocol `data`). */
+export function flatJson(t: Tensor, from: number, count: number): string {
   let s = '[';
-  for (let i = 0; i < n; i++) s += (i ? ',' : '') + scalar(t, i);
+  for (let i = 0; i < count; i++) s += (i ? ',' : '') + scalar(t, from + i);
   return s + ']';
 }

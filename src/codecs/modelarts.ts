@@ -22,13 +22,13 @@ export const modelArts: Codec & { decode(body: Record<string, unknown>, sig: Mod
   },
 
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature): Encoded {
-    const { outputs } = result;
-    const names = sig.outputs.map((o) => JSON.stringify(o.name));
+    const { outputs, offset } = result;
+    const names = sig.outputKeysJson;
     let s = `{"meta":{"uuid":${JSON.stringify(decoded.state as string)}},"data":{"resp_data":[`;
     for (let r = 0; r < decoded.request.rows; r++) {
       s += r ? ',{' : '{';
       for (let o = 0; o < outputs.length; o++) {
-        s += (o ? ',' : '') + names[o] + ':' + rowJson(outputs[o]!, r, sig.outputs[o]!.batched, true);
+        s += (o ? ',' : '') + names[o] + ':' + rowJson(outputs[o]!, offset + r, sig.outputs[o]!.batched, true);
       }
       s += '}';
     }

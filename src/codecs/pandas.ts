@@ -32,15 +32,15 @@ export const pandasRecords: Codec & { decode(body: unknown[], sig: ModelSignatur
 
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature, by: ServedBy): Encoded {
     const state = decoded.state as PandasState;
-    const { outputs } = result;
+    const { outputs, offset } = result;
     const time = Date.now();
-    const outNames = sig.outputs.map((o) => JSON.stringify(o.name));
+    const outNames = sig.outputKeysJson;
     const tail = `"check_failures":[],${by.pandasMetadataPrefix}${result.queueNs},${result.runNs}]}}`;
     let s = '[';
     for (let r = 0; r < decoded.request.rows; r++) {
       const inText = state.soleRecordText ?? JSON.stringify(state.records[r]);
       s += `${r ? ',' : ''}{"time":${time},"in":${inText},"out":{`;
-      for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + outNames[o] + ':' + rowJson(outputs[o]!, r, sig.outputs[o]!.batched, false);
+      for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + outNames[o] + ':' + rowJson(outputs[o]!, offset + r, sig.outputs[o]!.batched, false);
       s += '},' + tail;
     }
     return { body: s + ']', contentType: 'application/json; format=pandas-records' };

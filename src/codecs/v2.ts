@@ -1,7 +1,7 @@
 import { badRequest } from '../errors.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
-import { allocate, bytesPerElement, elementCount, typedView, type ElementType, type Tensor } from '../runtime/onnx/tensor.js';
+import { bytesPerElement, elementCount, staged, typedView, type ElementType, type Tensor } from '../runtime/onnx/tensor.js';
 import type { InferResult } from '../runtime/types.js';
 import { flatJson } from './jsonvalues.js';
 import type { Codec, Decoded, Encoded, ServedBy } from './types.js';
@@ -87,15 +87,20 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     let s = `{"model_name":${JSON.stringify(by.modelName)},"model_version":${JSON.stringify(by.modelVersion)}`;
     if (state.id !== undefined) s += `,"id":${JSON.stringify(state.id)}`;
     s += ',"outputs":[';
+    const rows = decoded.request.rows;
     state.outputs.forEach(({ index, binary }, k) => {
       const t = result.outputs[index]!;
-      s += `${k ? ',' : ''}{"name":${JSON.stringify(sig.outputs[index]!.name)},"datatype":"${FROM_ORT[t.type]}","shape":${JSON.stringify(t.dims)}`;
+      const batched = sig.outputs[index]!.batched;
+      const dims = batched ? [rows, ...t.dims.slice(1)] : t.dims;
+      const count = elementCount(dims);
+      const from = batched ? result.offset * (count / Math.max(rows, 1)) : 0;
+      s += `${k ? ',' : ''}{"name":${sig.outputKeysJson[index]},"datatype":"${FROM_ORT[t.type]}","shape":${JSON.stringify(dims)}`;
       if (binary) {
-        const bytes = toBinary(t);
+        const bytes = toBinary(t, from, count);
         parts.push(bytes);
         s += `,"parameters":{"binary_data_size":${bytes.length}}}`;
       } else {
-        s += `,"data":${flatJson(t)}}`;
+        s += `,"data":${flatJson(t, from, count)}}`;
       }
     });
     s += ']}';
@@ -121,7 +126,7 @@ function checkShape(shape: unknown, spec: IoSpec, label: string): number[] {
 function fromJson(type: ElementType, dims: number[], data: unknown, label: string): Tensor {
   if (!Array.isArray(data)) throw badRequest(`${label}: 'data' must be an array (flat or nested to the shape)`, 'WrongShape');
   const n = elementCount(dims);
-  const out = allocate(type, n);
+  const out = staged(n);
   if (data.length === n && (n === 0 || !Array.isArray(data[0]))) {
     for (let i = 0; i < n; i++) putValue(out, i, type, data[i], `${label} data[${i}]`);
   } else if (dims.length > 1 && Array.isArray(data[0])) {
@@ -156,9 +161,9 @@ function fromBinary(type: ElementType, dims: number[], bytes: Uint8Array, label:
   return { type, dims, data: typedView(type, copy.buffer, 0, n) };
 }
 
-function toBinary(t: Tensor): Uint8Array {
+function toBinary(t: Tensor, from: number, count: number): Uint8Array {
   if (t.type === 'string') {
-    const chunks = (t.data as string[]).flatMap((s) => {
+    const chunks = (t.data as string[]).slice(from, from + count).flatMap((s) => {
       const b = Buffer.from(s, 'utf8');
       const len = Buffer.alloc(4);
       len.writeUInt32LE(b.length);
@@ -167,7 +172,8 @@ function toBinary(t: Tensor): Uint8Array {
     return Buffer.concat(chunks);
   }
   const d = t.data as Uint8Array;
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  const size = bytesPerElement(t.type);
+  return new Uint8Array(d.buffer, d.byteOffset + from * size, count * size);
 }
 
 function requestedOutputs(body: Record<string, unknown>, sig: ModelSignature): RequestedOutput[] {

@@ -23,6 +23,7 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string')) {
       throw badRequest(`'input_data[0].fields' must be a non-empty array of field names (strings)`, 'WrongShape');
     }
+    if (new Set(fields).size !== fields.length) throw badRequest(`'input_data[0].fields' repeats a field name`, 'DuplicateField');
     if (!Array.isArray(values)) throw badRequest(`'input_data[0].values' must be an array of rows (arrays)`, 'WrongShape');
     if (values.length === 0) throw badRequest(`'input_data[0].values' is empty: send at least one row`, 'Empty');
     for (let r = 0; r < values.length; r++) {
@@ -38,11 +39,11 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
   },
 
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature): Encoded {
-    const { outputs } = result;
-    let s = `{"predictions":[{"fields":${JSON.stringify(sig.outputs.map((o) => o.name))},"values":[`;
+    const { outputs, offset } = result;
+    let s = `{"predictions":[{"fields":${sig.outputListJson},"values":[`;
     for (let r = 0; r < decoded.request.rows; r++) {
       s += r ? ',[' : '[';
-      for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + rowJson(outputs[o]!, r, sig.outputs[o]!.batched, true);
+      for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + rowJson(outputs[o]!, offset + r, sig.outputs[o]!.batched, true);
       s += ']';
     }
     return { body: s + ']}]}', contentType: 'application/json' };

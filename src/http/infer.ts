@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newRequestId } from './request-id.js';
 import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { decodeBody } from '../codecs/index.js';
@@ -148,7 +148,7 @@ export class InferenceFront {
   handle(res: HttpResponse, req: HttpRequest, serviceParam: number, versionParam = -1): void {
     const startedAt = performance.now();
     const key = param(req, serviceParam);
-    const requestId = req.getHeader('x-request-id') || randomUUID();
+    const requestId = req.getHeader('x-request-id') || newRequestId();
     const service = this.table.get(key);
     if (!service) return this.refuse(res, requestId, notFound(`service '${key}' does not exist`, 'ServiceNotFound'));
     const unavailable = statusError(service);

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newRequestId } from './request-id.js';
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { RoutingTable, Service } from '../control/services.js';
@@ -66,7 +66,7 @@ export class HttpServer {
     app.get('/metrics', (res) => this.metrics(res));
     app.any('/*', (res, req) => {
       const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');
-      writeReply(res, errorReply(err), req.getHeader('x-request-id') || randomUUID(), null);
+      writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
     });
   }
 
@@ -84,7 +84,7 @@ export class HttpServer {
   /** A synchronous GET endpoint answering JSON; GatewayErrors become their replies. */
   private get(pattern: string, answer: (req: HttpRequest) => Reply): void {
     this.app.get(pattern, (res, req) => {
-      const requestId = req.getHeader('x-request-id') || randomUUID();
+      const requestId = req.getHeader('x-request-id') || newRequestId();
       let reply: Reply;
       try {
         reply = answer(req);
@@ -99,13 +99,13 @@ export class HttpServer {
   private metrics(res: HttpResponse): void {
     let aborted = false;
     res.onAborted(() => (aborted = true));
-    this.opts.metrics.registry.metrics().then(
+    this.opts.metrics.render().then(
       (text) => {
-        if (!aborted) writeReply(res, { status: 200, contentType: this.opts.metrics.registry.contentType, body: text }, randomUUID(), null);
+        if (!aborted) writeReply(res, { status: 200, contentType: this.opts.metrics.contentType, body: text }, newRequestId(), null);
       },
       (err: unknown) => {
         this.opts.logError(err);
-        if (!aborted) writeReply(res, errorReply(new GatewayError(500, 'Internal', 'metrics collection failed')), randomUUID(), null);
+        if (!aborted) writeReply(res, errorReply(new GatewayError(500, 'Internal', 'metrics collection failed')), newRequestId(), null);
       },
     );
   }
@@ -138,7 +138,7 @@ export class HttpServer {
 
 function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string): void {
   const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${allow}`, { Allow: allow });
-  writeReply(res, errorReply(err), req.getHeader('x-request-id') || randomUUID(), null);
+  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
 }
 
 function ioMetadata(s: IoSpec): { name: string; datatype: string; shape: number[] } {

@@ -10,7 +10,9 @@ export interface InferRequest {
 
 /** The one internal result every codec encodes: tensors aligned with the model's outputs. */
 export interface InferResult {
+  /** The whole batch's outputs, aligned with the model's outputs; this request's rows start at `offset`. */
   outputs: Tensor[];
+  offset: number;
   /** Nanoseconds spent queued before the batch ran, and running it (Wallaroo `elapsed`). */
   queueNs: number;
   runNs: number;

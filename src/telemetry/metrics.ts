@@ -1,93 +1,122 @@
 import client from 'prom-client';
 
 /**
- * Prometheus metrics (SPEC §10). The hot path holds pre-bound children per service version, so
- * recording a request does no label hashing.
+ * Prometheus metrics (SPEC §10). Request-path metrics are plain counters and bucket arrays
+ * written without label lookups and rendered at scrape time; prom-client supplies the process
+ * metrics (CPU, memory, event loop, GC). Label-bound prom-client children hash their labels on
+ * every call, which showed in the request-path profile.
  */
-export class Metrics {
-  readonly registry = new client.Registry();
-  private readonly requests: client.Counter<'service' | 'version' | 'code'>;
-  private readonly duration: client.Histogram<'service' | 'version'>;
-  private readonly queueTime: client.Histogram<'service' | 'version'>;
-  private readonly runTime: client.Histogram<'service' | 'version'>;
-  private readonly batchSize: client.Histogram<'service' | 'version'>;
-  private readonly gauges = new Map<string, () => { depth: number; running: number }>();
 
-  constructor() {
-    const registers = [this.registry];
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'infergate_' });
-    this.requests = new client.Counter({ name: 'infergate_requests_total', help: 'Inference requests by service, version and status code', labelNames: ['service', 'version', 'code'], registers });
-    const latency = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 40];
-    this.duration = new client.Histogram({ name: 'infergate_request_duration_seconds', help: 'Time from request received to reply written', labelNames: ['service', 'version'], buckets: latency, registers });
-    this.queueTime = new client.Histogram({ name: 'infergate_queue_duration_seconds', help: 'Time a request waited in the batcher queue', labelNames: ['service', 'version'], buckets: latency, registers });
-    this.runTime = new client.Histogram({ name: 'infergate_run_duration_seconds', help: 'Model run time of the batch that served a request', labelNames: ['service', 'version'], buckets: latency, registers });
-    this.batchSize = new client.Histogram({ name: 'infergate_batch_size', help: 'Rows per model run', labelNames: ['service', 'version'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers });
-    const gauges = this.gauges;
-    new client.Gauge({
-      name: 'infergate_queue_depth', help: 'Requests waiting in the batcher queue', labelNames: ['service', 'version'], registers,
-      collect() {
-        this.reset();
-        for (const [key, read] of gauges) { const [service, version] = key.split('\u0000') as [string, string]; this.set({ service, version }, read().depth); }
-      },
-    });
-    new client.Gauge({
-      name: 'infergate_batches_running', help: 'Model runs in progress', labelNames: ['service', 'version'], registers,
-      collect() {
-        this.reset();
-        for (const [key, read] of gauges) { const [service, version] = key.split('\u0000') as [string, string]; this.set({ service, version }, read().running); }
-      },
-    });
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 40];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+export class Histogram {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(readonly bounds: readonly number[]) {
+    this.counts = new Float64Array(bounds.length);
   }
 
-  forVersion(service: string, version: string, state: () => { depth: number; running: number }): VersionMetrics {
-    this.gauges.set(`${service}\u0000${version}`, state);
-    return new VersionMetrics(this, service, version);
+  observe(v: number): void {
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && v > b[i]!) i++;
+    if (i < b.length) this.counts[i]!++;
+    this.sum += v;
+    this.count++;
   }
 
-  forget(service: string, version: string): void {
-    this.gauges.delete(`${service}\u0000${version}`);
-    for (const m of [this.duration, this.queueTime, this.runTime, this.batchSize]) m.remove({ service, version });
-  }
-
-  /** @internal children for VersionMetrics */
-  bind(service: string, version: string) {
-    const labels = { service, version };
-    return {
-      duration: this.duration.labels(labels),
-      queueTime: this.queueTime.labels(labels),
-      runTime: this.runTime.labels(labels),
-      batchSize: this.batchSize.labels(labels),
-      code: (code: number) => this.requests.labels({ service, version, code: String(code) }),
-    };
-  }
-
-  /** Requests answered before a version was chosen (unknown service, bad route). */
-  unrouted(code: number): void {
-    this.requests.inc({ service: '', version: '', code: String(code) });
+  render(name: string, labels: string, out: string[]): void {
+    let cumulative = 0;
+    for (let i = 0; i < this.bounds.length; i++) {
+      cumulative += this.counts[i]!;
+      out.push(`${name}_bucket{${labels},le="${this.bounds[i]}"} ${cumulative}`);
+    }
+    out.push(`${name}_bucket{${labels},le="+Inf"} ${this.count}`, `${name}_sum{${labels}} ${this.sum}`, `${name}_count{${labels}} ${this.count}`);
   }
 }
 
-export class VersionMetrics {
-  private readonly c: ReturnType<Metrics['bind']>;
-  private readonly byCode = new Map<number, client.Counter.Internal>();
+const escapeLabel = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 
-  constructor(metrics: Metrics, service: string, version: string) {
-    this.c = metrics.bind(service, version);
+/** What one service version records on the request path. */
+export class VersionMetrics {
+  readonly byCode = new Map<number, number>();
+  readonly duration = new Histogram(LATENCY_BUCKETS);
+  readonly queueTime = new Histogram(LATENCY_BUCKETS);
+  readonly runTime = new Histogram(LATENCY_BUCKETS);
+  readonly batchSize = new Histogram(BATCH_BUCKETS);
+  readonly labels: string;
+
+  constructor(readonly service: string, readonly version: string, readonly state: () => { depth: number; running: number }) {
+    this.labels = `service="${escapeLabel(service)}",version="${escapeLabel(version)}"`;
   }
 
   request(code: number, seconds: number): void {
-    let counter = this.byCode.get(code);
-    if (!counter) this.byCode.set(code, (counter = this.c.code(code)));
-    counter.inc();
-    this.c.duration.observe(seconds);
+    this.byCode.set(code, (this.byCode.get(code) ?? 0) + 1);
+    this.duration.observe(seconds);
   }
 
   served(queueNs: number, runNs: number): void {
-    this.c.queueTime.observe(queueNs / 1e9);
-    this.c.runTime.observe(runNs / 1e9);
+    this.queueTime.observe(queueNs / 1e9);
+    this.runTime.observe(runNs / 1e9);
   }
 
   batch(rows: number): void {
-    this.c.batchSize.observe(rows);
+    this.batchSize.observe(rows);
+  }
+}
+
+interface Family { name: string; help: string; type: 'counter' | 'gauge' | 'histogram'; render(v: VersionMetrics, out: string[]): void }
+
+const FAMILIES: Family[] = [
+  {
+    name: 'infergate_requests_total', help: 'Inference requests by service, version and status code', type: 'counter',
+    render: (v, out) => { for (const [code, n] of v.byCode) out.push(`infergate_requests_total{${v.labels},code="${code}"} ${n}`); },
+  },
+  { name: 'infergate_request_duration_seconds', help: 'Time from request received to reply written', type: 'histogram', render: (v, out) => v.duration.render('infergate_request_duration_seconds', v.labels, out) },
+  { name: 'infergate_queue_duration_seconds', help: 'Time a request waited in the batcher queue', type: 'histogram', render: (v, out) => v.queueTime.render('infergate_queue_duration_seconds', v.labels, out) },
+  { name: 'infergate_run_duration_seconds', help: 'Model run time of the batch that served a request', type: 'histogram', render: (v, out) => v.runTime.render('infergate_run_duration_seconds', v.labels, out) },
+  { name: 'infergate_batch_size', help: 'Rows per model run', type: 'histogram', render: (v, out) => v.batchSize.render('infergate_batch_size', v.labels, out) },
+  { name: 'infergate_queue_depth', help: 'Requests waiting in the batcher queue', type: 'gauge', render: (v, out) => out.push(`infergate_queue_depth{${v.labels}} ${v.state().depth}`) },
+  { name: 'infergate_batches_running', help: 'Model runs in progress', type: 'gauge', render: (v, out) => out.push(`infergate_batches_running{${v.labels}} ${v.state().running}`) },
+];
+
+export class Metrics {
+  private readonly process = new client.Registry();
+  private readonly versions = new Map<string, VersionMetrics>();
+  /** Requests refused before a service version was chosen (unknown service, too large, …). */
+  private readonly unroutedByCode = new Map<number, number>();
+  readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
+
+  constructor() {
+    client.collectDefaultMetrics({ register: this.process, prefix: 'infergate_' });
+  }
+
+  forVersion(service: string, version: string, state: () => { depth: number; running: number }): VersionMetrics {
+    const m = new VersionMetrics(service, version, state);
+    this.versions.set(`${service}\u0000${version}`, m);
+    return m;
+  }
+
+  forget(service: string, version: string): void {
+    this.versions.delete(`${service}\u0000${version}`);
+  }
+
+  unrouted(code: number): void {
+    this.unroutedByCode.set(code, (this.unroutedByCode.get(code) ?? 0) + 1);
+  }
+
+  async render(): Promise<string> {
+    const out: string[] = [];
+    for (const f of FAMILIES) {
+      out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+      for (const v of this.versions.values()) f.render(v, out);
+      if (f.name === 'infergate_requests_total') {
+        for (const [code, n] of this.unroutedByCode) out.push(`infergate_requests_total{service="",version="",code="${code}"} ${n}`);
+      }
+    }
+    return out.join('\n') + '\n' + (await this.process.metrics());
   }
 }

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../../errors.js';
 import type { InferRequest, InferResult } from '../types.js';
 import type { ModelSignature } from './signature.js';
-import { allocate, elementCount, type Tensor, type TensorValues, type TypedData } from './tensor.js';
+import { allocate, elementCount, toTyped, type Tensor, type TypedData } from './tensor.js';
 import type { HookContext, RunResult } from './worker.js';
 
 /**
@@ -144,7 +144,7 @@ export class Batcher {
     this.inflight++;
     const startedAt = performance.now();
     const transfer: ArrayBuffer[] = [];
-    const inputs = jobs.length === 1 ? jobs[0]!.request.inputs : merge(jobs, this.sig.inputs.length);
+    const inputs = jobs.length === 1 ? typed(jobs[0]!.request.inputs) : merge(jobs, this.sig.inputs.length);
     for (const t of inputs) {
       if (!Array.isArray(t.data)) {
         const buf = (t.data as TypedData).buffer;
@@ -171,19 +171,10 @@ export class Batcher {
   }
 
   private deliver(jobs: Job[], startedAt: number, res: RunResult): void {
-    if (jobs.length === 1) {
-      const j = jobs[0]!;
-      if (!j.cancelled) j.resolve({ outputs: res.outputs, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
-      return;
-    }
     let offset = 0;
     for (const j of jobs) {
-      const rows = j.request.rows;
-      if (!j.cancelled) {
-        const outputs = res.outputs.map((t) => sliceRows(t, offset, rows));
-        j.resolve({ outputs, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
-      }
-      offset += rows;
+      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
+      offset += j.request.rows;
     }
   }
 }
@@ -199,6 +190,10 @@ function sameRowDims(a: Tensor[], b: Tensor[]): boolean {
   return true;
 }
 
+function typed(inputs: Tensor[]): Tensor[] {
+  return inputs.map((t) => (Array.isArray(t.data) && t.type !== 'string' ? { type: t.type, dims: t.dims, data: toTyped(t.type, t.data) } : t));
+}
+
 function merge(jobs: Job[], nInputs: number): Tensor[] {
   const merged: Tensor[] = new Array(nInputs);
   for (let i = 0; i < nInputs; i++) {
@@ -211,19 +206,12 @@ function merge(jobs: Job[], nInputs: number): Tensor[] {
     for (const j of jobs) {
       const src = j.request.inputs[i]!.data;
       if (Array.isArray(data)) for (let k = 0; k < src.length; k++) data[off + k] = (src as string[])[k]!;
-      else (data as Float32Array).set(src as Float32Array, off);
+      else (data as Float32Array).set(src as ArrayLike<number>, off);
       off += src.length;
     }
     merged[i] = { type: first.type, dims, data };
   }
   return merged;
-}
-
-function sliceRows(t: Tensor, offset: number, rows: number): Tensor {
-  const rowSize = elementCount(t.dims) / t.dims[0]!;
-  const from = offset * rowSize, to = (offset + rows) * rowSize;
-  const data: TensorValues = Array.isArray(t.data) ? t.data.slice(from, to) : (t.data as Float32Array).subarray(from, to);
-  return { type: t.type, dims: [rows, ...t.dims.slice(1)], data };
 }
 
 function runError(label: string, err: unknown): GatewayError {

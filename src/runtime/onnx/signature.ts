@@ -25,6 +25,9 @@ export interface ModelSignature {
   /** Ordered feature names of the single 2-D input, when the package names them (SPEC §5.3). */
   features: string[] | null;
   featureIndex: Map<string, number> | null;
+  /** JSON-quoted output names, and the JSON list of them, for encoders. */
+  outputKeysJson: string[];
+  outputListJson: string;
 }
 
 /** What onnxruntime-node reports in session.inputMetadata / outputMetadata. */
@@ -72,6 +75,8 @@ export function buildSignature(inputs: RawIoMetadata[], outputs: RawIoMetadata[]
     mergeable,
     features: feats,
     featureIndex: feats ? new Map(feats.map((f, i) => [f, i])) : null,
+    outputKeysJson: outs.map((o) => JSON.stringify(o.name)),
+    outputListJson: JSON.stringify(outs.map((o) => o.name)),
   };
 }
 

@@ -13,7 +13,13 @@ export type TypedData =
   | Int8Array | Int16Array | Int32Array | BigInt64Array
   | Uint8Array | Uint32Array | BigUint64Array;
 
-export type TensorValues = TypedData | string[];
+/**
+ * Decoders write into plain arrays (a young-generation allocation) and the batcher copies each
+ * batch into one typed array: a typed array per request costs a backing store and GC work that
+ * showed in the request-path profile.
+ */
+export type StagedValues = number[] | bigint[] | string[];
+export type TensorValues = TypedData | StagedValues;
 
 export interface Tensor {
   type: ElementType;
@@ -38,8 +44,20 @@ const CTORS: Record<Exclude<ElementType, 'string'>, TypedCtor> = {
   bool: Uint8Array as unknown as TypedCtor,
 };
 
-export function allocate(type: ElementType, n: number): TensorValues {
+export function allocate(type: ElementType, n: number): TypedData | string[] {
   return type === 'string' ? new Array<string>(n) : new CTORS[type](n);
+}
+
+export function staged(n: number): StagedValues {
+  return new Array(n) as number[];
+}
+
+/** Typed storage for a worker: staged values are copied, typed ones pass as they are. */
+export function toTyped(type: ElementType, data: TensorValues): TypedData | string[] {
+  if (type === 'string' || !Array.isArray(data)) return data as TypedData | string[];
+  const out = new CTORS[type](data.length);
+  (out as Float32Array).set(data as number[]);
+  return out;
 }
 
 export function typedView(type: Exclude<ElementType, 'string'>, buf: ArrayBufferLike, byteOffset: number, length: number): TypedData {
