@@ -42,9 +42,7 @@ function bindInputs(sig: ModelSignature, fields: readonly string[], nrows: numbe
 }
 
 function bindInput(spec: IoSpec, col: number, nrows: number, cell: Cell, label: string): Tensor {
-  if (!spec.batched && nrows !== 1) {
-    throw badRequest(`input '${spec.name}' has no batch dimension (shape ${describeDims(spec.dims)}); send exactly one ${label}, got ${nrows}`, 'WrongShape');
-  }
+  checkRows(spec, nrows, label);
   const rowDims = spec.rowSize >= 0 ? spec.rowDims : concreteRowDims(spec, cell(0, col), `${label} 0, field '${spec.name}'`);
   const rowSize = elementCount(rowDims);
   const data = staged(nrows * rowSize);
@@ -58,6 +56,16 @@ function bindInput(spec: IoSpec, col: number, nrows: number, cell: Cell, label: 
   return { type: spec.type, dims: spec.batched ? [nrows, ...rowDims] : rowDims, data };
 }
 
+/** A fixed batch dimension takes exactly that many rows; an input without one takes one. */
+function checkRows(spec: IoSpec, nrows: number, label: string): void {
+  if (spec.fixedBatch > 0 && nrows !== spec.fixedBatch) {
+    throw badRequest(`input '${spec.name}' has a fixed batch of ${spec.fixedBatch} (shape ${describeDims(spec.dims)}); send exactly ${spec.fixedBatch} ${label}${spec.fixedBatch > 1 ? 's' : ''}, got ${nrows}`, 'WrongShape');
+  }
+  if (!spec.batched && nrows !== 1) {
+    throw badRequest(`input '${spec.name}' has no batch dimension (shape ${describeDims(spec.dims)}); send exactly one ${label}, got ${nrows}`, 'WrongShape');
+  }
+}
+
 /** For inputs with symbolic inner dimensions, the first row fixes them; static ones must match. */
 function concreteRowDims(spec: IoSpec, first: unknown, where: string): number[] {
   const got = shapeOf(first);
@@ -69,6 +77,7 @@ function concreteRowDims(spec: IoSpec, first: unknown, where: string): number[] 
 
 function bindFeatures(sig: ModelSignature, fields: readonly string[], nrows: number, cell: Cell, label: string): InferRequest {
   const spec = sig.inputs[0]!;
+  checkRows(spec, nrows, label);
   const featureIndex = sig.featureIndex!;
   const features = sig.features!;
   const slots = fields.map((f) => {
@@ -90,6 +99,8 @@ function bindFeatures(sig: ModelSignature, fields: readonly string[], nrows: num
   return { inputs: [{ type: spec.type, dims: [nrows, width], data }], rows: nrows };
 }
 
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** An array of objects (ModelArts req_data, pandas-records): every record must have the same fields. */
@@ -104,10 +115,10 @@ export function bindRecords(sig: ModelSignature, records: unknown, label: string
     const rec = records[r];
     if (!isRecord(rec)) throw badRequest(`${label} ${r}: expected an object of fields`, 'WrongShape');
     const keys = Object.keys(rec);
-    const extra = keys.find((k) => !(k in first));
+    const extra = keys.find((k) => !hasOwn(first, k));
     if (extra !== undefined) throw badRequest(`${label} ${r}: unexpected field '${extra}'; ${label} 0 has ${list(fields)}`, 'UnknownField');
     if (keys.length !== fields.length) {
-      const missing = fields.find((f) => !(f in rec));
+      const missing = fields.find((f) => !hasOwn(rec, f));
       throw badRequest(`${label} ${r}: missing field '${missing}' that ${label} 0 has`, 'MissingInput');
     }
   }

@@ -65,6 +65,9 @@ function describeTop(v: unknown): string {
 }
 
 function decodeV2Binary(body: Uint8Array, headerLength: number, sig: ModelSignature): Decoded {
+  if (headerLength === 0) {
+    throw badRequest(`Inference-Header-Content-Length is 0; it must give the length of the JSON inference header that starts the body`, 'WrongShape');
+  }
   if (headerLength > body.length) {
     throw badRequest(`Inference-Header-Content-Length is ${headerLength} but the body has only ${body.length} bytes`, 'WrongShape');
   }

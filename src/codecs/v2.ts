@@ -5,7 +5,7 @@ import { bytesPerElement, elementCount, staged, typedView, type ElementType, typ
 import type { InferResult } from '../runtime/types.js';
 import { flatJson } from './jsonvalues.js';
 import type { Codec, Decoded, Encoded, ServedBy } from './types.js';
-import { putNested, putValue } from './values.js';
+import { putNested, putValue, shapeOf } from './values.js';
 
 /**
  * Open Inference Protocol (KServe / Triton v2), JSON and the binary tensor data extension, which
@@ -66,9 +66,10 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       } else {
         tensor = fromJson(spec.type, dims, inp['data'], label);
       }
-      const r = spec.batched ? dims[0]! : 1;
-      if (rows >= 0 && r !== rows) throw badRequest(`${label}: batch size ${r} differs from the other inputs' ${rows}`, 'WrongShape');
-      rows = r;
+      if (spec.batched) {
+        if (rows >= 0 && dims[0] !== rows) throw badRequest(`${label}: batch size ${dims[0]} differs from the other inputs' ${rows}`, 'WrongShape');
+        rows = dims[0]!;
+      }
       tensors[idx] = tensor;
     }
     const missing = sig.inputs.filter((_, i) => !tensors[i]).map((s) => `'${s.name}'`);
@@ -77,6 +78,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       throw badRequest(`the binary part has ${binary.length - binaryOffset} bytes that no input's 'binary_data_size' accounts for`, 'WrongShape');
     }
     if (rows === 0) throw badRequest(`the batch is empty (dimension 0 is 0)`, 'Empty');
+    if (rows < 0) rows = 1;
     const state: V2State = { id: body['id'] as string | undefined, outputs: requestedOutputs(body, sig) };
     return { codec: openInference, request: { inputs: tensors as Tensor[], rows }, state };
   },
@@ -126,15 +128,22 @@ function checkShape(shape: unknown, spec: IoSpec, label: string): number[] {
 function fromJson(type: ElementType, dims: number[], data: unknown, label: string): Tensor {
   if (!Array.isArray(data)) throw badRequest(`${label}: 'data' must be an array (flat or nested to the shape)`, 'WrongShape');
   const n = elementCount(dims);
-  const out = staged(n);
+  // Storage is sized only once the data is known to fill the shape: a shape is the client's word.
   if (data.length === n && (n === 0 || !Array.isArray(data[0]))) {
+    const out = staged(n);
     for (let i = 0; i < n; i++) putValue(out, i, type, data[i], `${label} data[${i}]`);
-  } else if (dims.length > 1 && Array.isArray(data[0])) {
-    putNested(out, 0, type, data, dims, 0, `${label} data`);
-  } else {
-    throw badRequest(`${label}: 'data' has ${data.length} elements but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
+    return { type, dims, data: out };
   }
-  return { type, dims, data: out };
+  if (dims.length > 1 && Array.isArray(data[0]) && data.length === dims[0]) {
+    const got = shapeOf(data);
+    if (got.length === dims.length && got.every((d, i) => d === dims[i])) {
+      const out = staged(n);
+      putNested(out, 0, type, data, dims, 0, `${label} data`);
+      return { type, dims, data: out };
+    }
+  }
+  const nested = Array.isArray(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
+  throw badRequest(`${label}: 'data' has ${data.length} elements${nested} but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
 }
 
 function fromBinary(type: ElementType, dims: number[], bytes: Uint8Array, label: string): Tensor {

@@ -23,6 +23,7 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
   if (typeof v === 'object') return 'an object';
+  if (typeof v === 'number' && !Number.isFinite(v)) return `${v} (out of range)`;
   return `${typeof v} ${String(v)}`;
 }
 
@@ -35,11 +36,11 @@ export function putValue(out: TensorValues, i: number, type: ElementType, v: unk
   switch (type) {
     case 'float32':
     case 'float64':
-      if (typeof v !== 'number') wrong(where, type, v);
+      if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
       (out as Float32Array)[i] = v;
       return;
     case 'float16':
-      if (typeof v !== 'number') wrong(where, type, v);
+      if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
       (out as Uint16Array)[i] = toHalf(v);
       return;
     case 'string':
@@ -138,7 +139,8 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
     const arr = out as Float32Array;
     for (let i = 0; i < want; i++) {
       const x = v[i];
-      if (typeof x !== 'number') wrong(`${where}[${i}]`, type, x);
+      // x - x is NaN for ±Infinity (JSON's 1e999): a finite number is expected.
+      if (typeof x !== 'number' || x - x !== 0) wrong(`${where}[${i}]`, type, x);
       arr[offset + i] = x;
     }
     return offset + want;

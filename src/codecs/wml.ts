@@ -23,7 +23,8 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string')) {
       throw badRequest(`'input_data[0].fields' must be a non-empty array of field names (strings)`, 'WrongShape');
     }
-    if (new Set(fields).size !== fields.length) throw badRequest(`'input_data[0].fields' repeats a field name`, 'DuplicateField');
+    const repeated = (fields as string[]).find((f, i) => fields.indexOf(f) !== i);
+    if (repeated !== undefined) throw badRequest(`'input_data[0].fields' repeats the field '${repeated}'`, 'DuplicateField');
     if (!Array.isArray(values)) throw badRequest(`'input_data[0].values' must be an array of rows (arrays)`, 'WrongShape');
     if (values.length === 0) throw badRequest(`'input_data[0].values' is empty: send at least one row`, 'Empty');
     for (let r = 0; r < values.length; r++) {

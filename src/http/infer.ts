@@ -8,6 +8,7 @@ import { asGatewayError, GatewayError, notFound } from '../errors.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { routeParam } from './params.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 
 export interface InferLimits {
@@ -26,6 +27,8 @@ class InferCall implements Job {
   cancelled = false;
   enqueuedAt = 0;
   decoded: Decoded | null = null;
+  /** Over the body limit: the rest is read and dropped, so the client is reading when the 413 comes. */
+  discarding = false;
   private chunks: Buffer[] | null = null;
   private received = 0;
 
@@ -43,8 +46,12 @@ class InferCall implements Job {
   onData(chunk: ArrayBuffer, isLast: boolean): void {
     if (this.cancelled) return;
     this.received += chunk.byteLength;
-    if (this.received > this.front.limits.max_body_bytes) {
-      this.reject(tooLarge(this.front.limits.max_body_bytes), true);
+    const limit = this.front.limits.max_body_bytes;
+    if (this.discarding || this.received > limit) {
+      this.discarding = true;
+      this.chunks = null;
+      if (isLast) this.reject(tooLarge(limit));
+      else if (this.received > limit + DISCARD_BYTES) this.reject(tooLarge(limit), true);
       return;
     }
     if (!isLast) {
@@ -64,7 +71,8 @@ class InferCall implements Job {
       this.decoded = decoded;
       this.request = decoded.request;
     } catch (err) {
-      this.reject(asGatewayError(err));
+      if (!(err instanceof GatewayError)) this.front.log(err);
+      this.reply(errorReply(asGatewayError(err)));
       return;
     }
     this.version.runner.submit(this);
@@ -106,18 +114,11 @@ class InferCall implements Job {
   }
 }
 
+/** How much past the limit is read and dropped before the connection is closed instead. */
+const DISCARD_BYTES = 64 * 1024 * 1024;
+
 const tooLarge = (limit: number): GatewayError =>
   new GatewayError(413, 'PayloadTooLarge', `the request body is over the limit of ${limit} bytes (limits.max_body_bytes)`);
-
-function param(req: HttpRequest, i: number): string {
-  const raw = req.getParameter(i) ?? '';
-  if (!raw.includes('%')) return raw;
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw;
-  }
-}
 
 /** The data plane's inference entry: resolves the service, admits the call and tracks deadlines. */
 export class InferenceFront {
@@ -147,7 +148,7 @@ export class InferenceFront {
    */
   handle(res: HttpResponse, req: HttpRequest, serviceParam: number, versionParam = -1): void {
     const startedAt = performance.now();
-    const key = param(req, serviceParam);
+    const key = routeParam(req, serviceParam);
     const requestId = req.getHeader('x-request-id') || newRequestId();
     const service = this.table.get(key);
     if (!service) return this.refuse(res, requestId, notFound(`service '${key}' does not exist`, 'ServiceNotFound'));
@@ -155,14 +156,14 @@ export class InferenceFront {
     if (unavailable) return this.refuse(res, requestId, unavailable);
     let version: ServiceVersion | undefined;
     if (versionParam >= 0) {
-      const wanted = param(req, versionParam);
+      const wanted = routeParam(req, versionParam);
       version = service.versions.find((v) => v.modelVersion === wanted);
       if (!version) return this.refuse(res, requestId, notFound(`service '${service.name}' has no version '${wanted}'`, 'VersionNotFound'));
     } else {
       version = pickVersion(service);
     }
-    const contentLength = req.getHeader('content-length');
-    if (contentLength && Number(contentLength) > this.limits.max_body_bytes) {
+    const declared = Number(req.getHeader('content-length') || 0);
+    if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
       return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
     }
     const ihcl = req.getHeader('inference-header-content-length');
@@ -171,6 +172,7 @@ export class InferenceFront {
       return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
     }
     const call = new InferCall(this, res, requestId, startedAt, version, req.getHeader('content-type').toLowerCase(), ihLength);
+    if (declared > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
     res.onData((chunk, isLast) => call.onData(chunk, isLast));

@@ -7,6 +7,7 @@ import { v2Datatype } from '../codecs/v2.js';
 import type { IoSpec } from '../runtime/onnx/signature.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceFront, type InferLimits } from './infer.js';
+import { routeParam } from './params.js';
 import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
 
 export interface ServerState {
@@ -58,7 +59,7 @@ export class HttpServer {
     this.get('/v2/health/ready', () => jsonReply(this.isReady() ? 200 : 503, { ready: this.isReady() }));
     this.get('/v2', () => jsonReply(200, { name: 'infergate', version: opts.version, extensions: V2_EXTENSIONS }));
     this.get('/v2/models/:service', (req) => modelMetadata(this.service(req)));
-    this.get('/v2/models/:service/versions/:version', (req) => modelMetadata(this.service(req), req.getParameter(1)));
+    this.get('/v2/models/:service/versions/:version', (req) => modelMetadata(this.service(req), routeParam(req, 1)));
     this.get('/v2/models/:service/ready', (req) => {
       const s = this.service(req);
       return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, ready: s.status === 'running' });
@@ -75,7 +76,7 @@ export class HttpServer {
   }
 
   private service(req: HttpRequest): Service {
-    const key = decodeURIComponent(req.getParameter(0) ?? '');
+    const key = routeParam(req, 0);
     const s = this.opts.table.get(key);
     if (!s) throw notFound(`service '${key}' does not exist`, 'ServiceNotFound');
     return s;

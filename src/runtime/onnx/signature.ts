@@ -7,8 +7,13 @@ export interface IoSpec {
   type: ElementType;
   /** Shape as the model declares it; symbolic dimensions are -1. */
   dims: number[];
-  /** True when dimension 0 is symbolic, so rows of several requests can stack along it. */
+  /**
+   * Dimension 0 counts rows: symbolic (rows of several requests may stack along it) or, for a
+   * tensor of rank ≥ 2, fixed (`fixedBatch` rows exactly, one request at a time).
+   */
   batched: boolean;
+  /** The fixed size of dimension 0, or -1 when it is symbolic or there is no batch dimension. */
+  fixedBatch: number;
   /** Dimensions after the batch dimension (or all of them when not batched); -1 = taken from the request. */
   rowDims: number[];
   /** Elements per row, or -1 when a row dimension is symbolic. */
@@ -49,16 +54,18 @@ export function ioSpec(meta: RawIoMetadata): IoSpec {
     throw new Error(`'${meta.name}' has type ${meta.isTensor === false ? 'non-tensor' : type}, which the gateway cannot feed or read`);
   }
   const dims = (meta.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1));
-  const batched = dims.length > 0 && dims[0] === -1;
+  const symbolic0 = dims.length > 0 && dims[0] === -1;
+  const fixed0 = dims.length >= 2 && dims[0]! > 0;
+  const batched = symbolic0 || fixed0;
   const rowDims = batched ? dims.slice(1) : dims.slice();
   const rowSize = rowDims.includes(-1) ? -1 : elementCount(rowDims);
-  return { name: meta.name, type: type as ElementType, dims, batched, rowDims, rowSize };
+  return { name: meta.name, type: type as ElementType, dims, batched, fixedBatch: fixed0 ? dims[0]! : -1, rowDims, rowSize };
 }
 
 export function buildSignature(inputs: RawIoMetadata[], outputs: RawIoMetadata[], features: string[] | null, statefulInputs: ReadonlySet<string> = new Set()): ModelSignature {
   const ins = inputs.map(ioSpec);
   const outs = outputs.map(ioSpec);
-  const mergeable = ins.every((s) => s.batched) && outs.every((s) => s.batched) && statefulInputs.size === 0;
+  const mergeable = [...ins, ...outs].every((s) => s.batched && s.fixedBatch < 0) && statefulInputs.size === 0;
   const single2d = ins.length === 1 && ins[0]!.dims.length === 2 && ins[0]!.rowSize > 0;
   let feats: string[] | null = null;
   if (features && single2d) {
