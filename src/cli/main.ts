@@ -54,7 +54,13 @@ async function serve(argv: string[]): Promise<void> {
   } else {
     process.stdout.write(`no services deployed: no model packages under ${cfg.models_dir}\n`);
   }
+  let stopping = false;
   const shutdown = (signal: string): void => {
+    if (stopping) {
+      log.warn(`${signal} again: exiting without waiting for requests in flight`);
+      process.exit(1);
+    }
+    stopping = true;
     log.info(`${signal}: no longer accepting requests; finishing those in flight`);
     gw.stop().then(
       () => process.exit(0),
@@ -64,8 +70,8 @@ async function serve(argv: string[]): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 async function main(): Promise<void> {

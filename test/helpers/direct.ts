@@ -1,5 +1,6 @@
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { mulberry32 } from '../../scripts/prng.js';
 import { SAMPLE_MODELS } from './gateway.js';
 
 /** Runs a sample package's model in-process, the reference every gateway answer is compared with. */
@@ -44,17 +45,8 @@ export function creditRiskFeeds(values: (string | number)[][]): Record<string, o
   return feeds;
 }
 
-/** Deterministic pseudo-random numbers (mulberry32), so failures reproduce. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random numbers, so failures reproduce. */
+export const prng = mulberry32;
 
 /** A ccfraud row: 29 float32-representable numbers in [-2, 2]. */
 export function fraudRow(rand: () => number): number[] {

@@ -74,8 +74,12 @@ export interface Answer {
   json: any;
 }
 
-export async function post(url: string, body: string | Uint8Array, contentType = 'application/json', headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(url, { method: 'POST', body, headers: { 'content-type': contentType, ...headers } });
+export const post = (url: string, body: string | Uint8Array, contentType = 'application/json', headers: Record<string, string> = {}): Promise<Answer> =>
+  request(url, { method: 'POST', body, headers: { 'content-type': contentType, ...headers } });
+
+/** fetch with any method and body, read as an Answer. */
+export async function request(url: string, init: RequestInit): Promise<Answer> {
+  const res = await fetch(url, init);
   const text = await res.text();
   let json: unknown;
   try {
