@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MISCHIEF_HOOK, cueRow, makeModelsDir } from './helpers/fixtures.js';
+import { fraudRow, prng, rows, runDirect } from './helpers/direct.js';
 import { metric, postJson, startGateway, until, type RunningGateway } from './helpers/gateway.js';
+import ort from 'onnxruntime-node';
 
 const PANDAS = 'application/json; format=pandas-records';
 const running = (url: string) => metric(url, 'infergate_batches_running{service="slow",version="0.0.1"}');
@@ -85,5 +87,36 @@ describe('graceful shutdown', () => {
     assert.equal(answer.json[0].out.dense_1.length, 1);
     assert.equal(await gw.exited, 0);
     await assert.rejects(fetch(`${gw.url}/healthz`), 'the listener is closed');
+  });
+});
+
+describe('a request leaving a merged batch', () => {
+  test('the other requests of the batch still get exactly their own rows', async () => {
+    const modelsDir = makeModelsDir({
+      slow: { from: 'ccfraud', hook: MISCHIEF_HOOK, config: { batching: { max_batch_size: 64, max_queue_delay_us: 300_000, max_queue_size: 100 } } },
+    });
+    const gw = await startGateway({ modelsDir });
+    try {
+      const rand = prng(5);
+      const b = Array.from({ length: 2 }, () => fraudRow(rand));
+      const c = Array.from({ length: 3 }, () => fraudRow(rand));
+      const url = `${gw.url}/v1/infers/slow`;
+      // The batch waits up to 300 ms to fill, so these three share one run, which the cue blocks for a second.
+      const gone = new AbortController();
+      const sleeper = postJson(url, [{ tensor: cueRow(555) }], PANDAS);
+      const left = fetch(url, { method: 'POST', body: JSON.stringify(b.map((t) => ({ tensor: t }))), headers: { 'content-type': PANDAS }, signal: gone.signal }).catch((e: Error) => e);
+      const kept = postJson(url, c.map((t) => ({ tensor: t })), PANDAS);
+      await until('the merged batch to run', async () => (await running(gw.url)) === 1);
+      assert.equal(await metric(gw.url, 'infergate_batch_size_sum{service="slow",version="0.0.1"}'), 6, 'one batch of 1 + 2 + 3 rows');
+      gone.abort();
+      assert.ok((await left) instanceof Error);
+      const answer = await kept;
+      assert.equal(answer.status, 200, answer.text);
+      const direct = await runDirect('ccfraud', { tensor: new ort.Tensor('float32', Float32Array.from(c.flat()), [3, 29]) });
+      assert.deepEqual(answer.json.map((r: { out: { dense_1: number[] } }) => r.out.dense_1), rows(direct['dense_1']!));
+      assert.equal((await sleeper).status, 200);
+    } finally {
+      await gw.stop();
+    }
   });
 });

@@ -104,6 +104,7 @@ class InferCall implements Job {
     if (this.cancelled) return;
     this.cancelled = true;
     this.front.settle(this);
+    this.release();
   }
 
   private reply(reply: Reply): void {
@@ -111,6 +112,18 @@ class InferCall implements Job {
     writeReply(this.res, reply, this.requestId, this.version.servedBy.label);
     this.version.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
     this.front.settle(this);
+    this.release();
+  }
+
+  /**
+   * uWebSockets.js keeps the onData/onAborted closures, and through them this call, alive well
+   * after the reply; dropping the request's data here keeps it out of the old generation
+   * (the profile showed most of each request promoted and a GC cost larger than the codecs').
+   */
+  private release(): void {
+    this.decoded = null;
+    this.request = NO_REQUEST;
+    this.chunks = null;
   }
 }
 

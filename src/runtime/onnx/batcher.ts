@@ -151,18 +151,23 @@ export class Batcher {
         if (buf instanceof ArrayBuffer && !transfer.includes(buf)) transfer.push(buf);
       }
     }
+    // Row offsets are fixed now: a job that times out or loses its client meanwhile drops its request.
+    const offsets = new Array<number>(jobs.length);
     let rows = 0;
-    for (const j of jobs) rows += j.request.rows;
+    for (let k = 0; k < jobs.length; k++) {
+      offsets[k] = rows;
+      rows += jobs[k]!.request.rows;
+    }
     this.observer.batch(rows, jobs.length);
     this.runBatch(inputs, transfer, jobs[0]!.ctx).then(
-      (res) => this.finish(jobs, startedAt, res, null),
-      (err: unknown) => this.finish(jobs, startedAt, null, err),
+      (res) => this.finish(jobs, offsets, startedAt, res, null),
+      (err: unknown) => this.finish(jobs, offsets, startedAt, null, err),
     );
   }
 
-  private finish(jobs: Job[], startedAt: number, res: RunResult | null, err: unknown): void {
+  private finish(jobs: Job[], offsets: number[], startedAt: number, res: RunResult | null, err: unknown): void {
     this.inflight--;
-    if (res) this.deliver(jobs, startedAt, res);
+    if (res) this.deliver(jobs, offsets, startedAt, res);
     else {
       const gerr = runError(this.label, err);
       for (const j of jobs) if (!j.cancelled) j.reject(gerr);
@@ -170,11 +175,10 @@ export class Batcher {
     if (this.depth > 0) this.flush();
   }
 
-  private deliver(jobs: Job[], startedAt: number, res: RunResult): void {
-    let offset = 0;
-    for (const j of jobs) {
-      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
-      offset += j.request.rows;
+  private deliver(jobs: Job[], offsets: number[], startedAt: number, res: RunResult): void {
+    for (let k = 0; k < jobs.length; k++) {
+      const j = jobs[k]!;
+      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
     }
   }
 }
