@@ -6,7 +6,8 @@
 // Model: $BENCH_CCFRAUD_MODEL, default models/ccfraud/model.onnx (relative to the cwd):
 //   input `tensor` [N,29] float32 -> output `dense_1` [N,1] float32.
 // Prints `listening <port>` on stdout when ready.
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import Fastify from 'fastify';
 import ort from 'onnxruntime-node';
@@ -35,6 +36,8 @@ interface PandasRecord {
 
 // Fastify's built-in JSON parser already accepts `application/json; format=pandas-records`
 // (parameters after the media type are ignored when matching), so no custom parser is needed.
+const LAST_MODEL = JSON.stringify({ model_name: 'ccfraud', model_sha: createHash('sha256').update(readFileSync(modelPath)).digest('hex') });
+
 const app = Fastify({ logger: false });
 
 async function infer(body: unknown): Promise<unknown[] | string> {
@@ -47,7 +50,9 @@ async function infer(body: unknown): Promise<unknown[] | string> {
     if (!Array.isArray(t) || t.length !== FEATURES) return `record ${i}: tensor must be ${FEATURES} numbers`;
     for (let j = 0; j < FEATURES; j++) data[i * FEATURES + j] = Number(t[j]);
   }
+  const t0 = process.hrtime.bigint();
   const result = await session.run({ tensor: new ort.Tensor('float32', data, [n, FEATURES]) });
+  const runNs = Number(process.hrtime.bigint() - t0);
   const out = result.dense_1!.data as Float32Array;
   const now = Date.now();
   return rows.map((r, i) => ({
@@ -55,7 +60,8 @@ async function infer(body: unknown): Promise<unknown[] | string> {
     in: { tensor: r.tensor },
     out: { dense_1: [out[i]] },
     check_failures: [],
-    metadata: {},
+    // The same metadata infergate answers with, so both serialise the same records.
+    metadata: { last_model: LAST_MODEL, pipeline_version: 'ccfraud-0.0.1', elapsed: [0, runNs] },
   }));
 }
 
