@@ -1,42 +1,94 @@
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from './config/config.js';
-import { deployFromConfig } from './control/deploy.js';
+import { ServiceManager } from './control/lifecycle.js';
+import { ModelRegistry } from './control/models.js';
+import { listPackageDirs } from './control/packages.js';
 import { RoutingTable } from './control/services.js';
 import { HttpServer, type ServerState } from './http/server.js';
+import { openStore, type Db } from './store/db.js';
+import { EventLog } from './store/events.js';
 import { Metrics } from './telemetry/metrics.js';
 import { VERSION } from './version.js';
 
 export interface Gateway {
   port: number;
   table: RoutingTable;
+  services: ServiceManager;
   /** Graceful stop: stop accepting, finish in-flight requests, release the runtimes. */
   stop(): Promise<void>;
 }
 
+function defaultProject(db: Db): string {
+  const row = db.prepare("SELECT id FROM projects WHERE name = 'default'").get() as { id: string } | undefined;
+  if (row) return row.id;
+  const id = randomUUID();
+  db.prepare('INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)').run(id, 'default', Date.now());
+  return id;
+}
+
 export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gateway> {
   mkdirSync(cfg.data_dir, { recursive: true });
+  const db = openStore(cfg.data_dir);
+  const events = new EventLog(db);
+  events.pruneOld();
+  const projectId = defaultProject(db);
   const metrics = new Metrics();
   const table = new RoutingTable();
   const state: ServerState = { ready: false, draining: false };
-  table.swap(await deployFromConfig(cfg, metrics, log));
+  const models: ModelRegistry = new ModelRegistry(db, events, cfg.data_dir, cfg.limits.max_package_bytes, (m, v) => services.usage(m, v));
+  const services: ServiceManager = new ServiceManager(db, events, models, table, metrics, log);
+  await models.recover();
+  await services.recover();
+  await applyModelsDir(cfg, models, services, projectId, log);
+  for (const declared of cfg.services) {
+    await services.ensure(declared, projectId).catch((err: Error) => log.error({ service: declared.name }, `service ${declared.name} from the config: ${err.message}`));
+  }
   const logError = (err: unknown): void => log.error({ err }, 'request failed inside the gateway');
-  const server = new HttpServer({ table, metrics, limits: cfg.limits, state, version: VERSION, logError });
+  const server = new HttpServer({
+    table, metrics, limits: cfg.limits, state, version: VERSION, logError,
+    management: { models, services, projectId: () => projectId, maxUploadBytes: cfg.limits.max_upload_bytes },
+  });
   const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;
   let stopping: Promise<void> | null = null;
   return {
     port,
     table,
+    services,
     stop() {
       stopping ??= (async () => {
         state.draining = true;
         server.stopAccepting();
         await server.front.idle();
-        await Promise.all(table.all().flatMap((s) => s.versions.map((v) => v.runner.close())));
+        await services.shutdown();
         server.close();
+        db.close();
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * Every package under models_dir becomes a model version (once: a package whose model file the
+ * model already has is skipped) and, unless the config declares a service for it, a service of
+ * its own name with no auth (the quick start's iris, ccfraud, credit-risk).
+ */
+async function applyModelsDir(cfg: GatewayConfig, models: ModelRegistry, services: ServiceManager, projectId: string, log: Logger): Promise<void> {
+  const declared = new Set(cfg.services.map((s) => s.name));
+  for (const dir of await listPackageDirs(cfg.models_dir)) {
+    const name = path.basename(dir);
+    try {
+      await models.importFolder({ name, projectId }, dir, true);
+    } catch (err) {
+      log.error({ dir }, `skipping package ${dir}: ${(err as Error).message}`);
+      continue;
+    }
+    if (declared.has(name)) continue;
+    await services.ensure({ name, auth: 'none', versions: [{ model: name }] }, projectId, false)
+      .catch((err: Error) => log.error({ service: name }, `service ${name}: ${err.message}`));
+  }
 }

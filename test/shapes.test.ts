@@ -65,12 +65,17 @@ describe('execution providers', () => {
       env: { INFERGATE_LOG_LEVEL: 'info' },
     });
     try {
-      const log = gw.stderr().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg).join('\n');
-      assert.match(log, /Service gpu failed to deploy: .*provider "cuda" was asked for but the CUDA execution provider is not installed; on a CUDA 12 host install it with `npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12`/);
+      const svc = (await (await fetch(`${gw.url}/v1/services/gpu`)).json()) as { status: string };
+      assert.equal(svc.status, 'failed');
+      const events = ((await (await fetch(`${gw.url}/v1/services/gpu/events`)).json()) as { events: { level: string; message: string }[] }).events;
+      const failure = events.find((e) => e.level === 'Abnormal')!;
+      assert.match(failure.message, /^Failed to deploy the service\. Error: .*provider "cuda" was asked for but the CUDA execution provider is not installed; on a CUDA 12 host install it with `npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12`, or set provider_fallback: "cpu"/);
       const refused = await postJson(`${gw.url}/v1/infers/gpu`, [{ tensor: new Array(29).fill(0) }]);
-      assert.equal(refused.status, 404);
+      assert.equal(refused.status, 503);
+      assert.match(refused.json.error_msg, /service 'gpu' is failed/);
       const served = await postJson(`${gw.url}/v1/infers/gpu-or-cpu`, [{ tensor: new Array(29).fill(0) }]);
       assert.equal(served.status, 200, served.text);
+      const log = gw.stderr().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg).join('\n');
       assert.match(log, /running on the CPU \(provider_fallback: "cpu"\)/);
     } finally {
       await gw.stop();

@@ -42,6 +42,8 @@ async function serve(argv: string[]): Promise<void> {
   });
   // Structured logs go to stderr so stdout carries only the lines people and scripts read.
   const log = pino({ level: cfg.log_level, base: { pid: process.pid } }, pino.destination(2));
+  // A bug that loses a promise must not take every client's requests down with it.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (a bug): the gateway keeps serving'));
   const gw = await startGateway(cfg, log);
   const base = `http://${cfg.server.host}:${gw.port}`;
   const names = gw.table.all().map((s) => s.name);

@@ -1,42 +1,31 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import type { BatchingConfig } from '../runtime/onnx/batcher.js';
-import type { Provider } from '../runtime/onnx/providers.js';
 
 /** gateway.yaml (SPEC §12). Every field has a default, so the gateway runs with no file at all. */
 export interface GatewayConfig {
   server: { host: string; port: number; direct_host: string; direct_ports: string };
   data_dir: string;
   models_dir: string;
-  limits: { max_body_bytes: number; request_timeout_ms: number };
+  limits: { max_body_bytes: number; request_timeout_ms: number; max_package_bytes: number; max_upload_bytes: number };
   log_level: string;
-  /** Declarative services applied at start; a package with no service here gets one of its own name. */
-  services: ServiceSpec[];
+  /**
+   * Declarative services applied at start, in the body shape of POST /v1/services (validated
+   * there); a package in models_dir that none of them names gets a service of its own name.
+   */
+  services: DeclaredService[];
 }
 
-export interface ServiceVersionSpec {
-  model: string;
-  version?: string;
-  weight?: number;
-  instances?: number;
-  provider?: Provider;
-  provider_fallback?: Provider;
-  intra_op_threads?: number;
-  batching?: Partial<BatchingConfig>;
-}
-
-export interface ServiceSpec {
+export interface DeclaredService {
   name: string;
-  auth?: 'none' | 'token';
-  versions: ServiceVersionSpec[];
+  [field: string]: unknown;
 }
 
 export const DEFAULTS: GatewayConfig = {
   server: { host: '127.0.0.1', port: 8080, direct_host: '127.0.0.1', direct_ports: '31000-31999' },
   data_dir: './data',
   models_dir: './models',
-  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000 },
+  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3 },
   log_level: 'info',
   services: [],
 };
@@ -104,29 +93,19 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   const limits = section(raw, 'limits', where);
   if (limits['max_body_bytes'] !== undefined) cfg.limits.max_body_bytes = positiveInt(limits['max_body_bytes'], `${where}: limits.max_body_bytes`);
   if (limits['request_timeout_ms'] !== undefined) cfg.limits.request_timeout_ms = positiveInt(limits['request_timeout_ms'], `${where}: limits.request_timeout_ms`);
+  if (limits['max_package_bytes'] !== undefined) cfg.limits.max_package_bytes = positiveInt(limits['max_package_bytes'], `${where}: limits.max_package_bytes`);
+  if (limits['max_upload_bytes'] !== undefined) cfg.limits.max_upload_bytes = positiveInt(limits['max_upload_bytes'], `${where}: limits.max_upload_bytes`);
   if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);
   return cfg;
 }
 
-function servicesOf(v: unknown, where: string): ServiceSpec[] {
+function servicesOf(v: unknown, where: string): DeclaredService[] {
   if (!Array.isArray(v)) throw new ConfigError(`${where}: services must be a list`);
   return v.map((s, i) => {
     const at = `${where}: services[${i}]`;
-    if (typeof s !== 'object' || s === null) throw new ConfigError(`${at}: expected a mapping`);
-    const o = s as Record<string, unknown>;
-    const name = str(o['name'], `${at}.name`);
-    if (!Array.isArray(o['versions']) || o['versions'].length === 0) throw new ConfigError(`${at}.versions: give at least one {model, version, weight}`);
-    const versions = (o['versions'] as unknown[]).map((ver, k) => {
-      if (typeof ver !== 'object' || ver === null) throw new ConfigError(`${at}.versions[${k}]: expected a mapping`);
-      const vv = ver as ServiceVersionSpec;
-      str(vv.model, `${at}.versions[${k}].model`);
-      if (vv.provider !== undefined && vv.provider !== 'cpu' && vv.provider !== 'cuda') throw new ConfigError(`${at}.versions[${k}].provider: expected "cpu" or "cuda"`);
-      if (vv.instances !== undefined) positiveInt(vv.instances, `${at}.versions[${k}].instances`);
-      return vv;
-    });
-    const auth = o['auth'];
-    if (auth !== undefined && auth !== 'none' && auth !== 'token') throw new ConfigError(`${at}.auth: expected "none" or "token"`);
-    return { name, versions, ...(auth ? { auth } : {}) } as ServiceSpec;
+    if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new ConfigError(`${at}: expected a mapping`);
+    str((s as Record<string, unknown>)['name'], `${at}.name`);
+    return s as DeclaredService;
   });
 }
 

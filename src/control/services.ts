@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { servedBy, type ServedBy } from '../codecs/types.js';
 import type { OnnxRunner } from '../runtime/onnx/runner.js';
 import type { VersionMetrics } from '../telemetry/metrics.js';
@@ -7,6 +6,8 @@ export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | '
 
 /** A model version deployed in a service, with everything the data plane needs to serve it. */
 export interface ServiceVersion {
+  /** What was deployed (model, version and settings): equal keys can share their runners across an update. */
+  key: string;
   model: string;
   modelVersion: string;
   sha256: string;
@@ -15,6 +16,27 @@ export interface ServiceVersion {
   runner: OnnxRunner;
   servedBy: ServedBy;
   metrics: VersionMetrics;
+  /** Calls holding this version (admitted, not yet answered): it drains before its runner closes. */
+  active: number;
+  idleWaiters: (() => void)[];
+}
+
+export function versionAcquired(v: ServiceVersion): void {
+  v.active++;
+}
+
+export function versionReleased(v: ServiceVersion): void {
+  if (--v.active === 0 && v.idleWaiters.length) {
+    const waiters = v.idleWaiters;
+    v.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/** Resolves once no call holds the version; the table no longer offers it, so none will come. */
+export function versionIdle(v: ServiceVersion): Promise<void> {
+  if (v.active === 0) return Promise.resolve();
+  return new Promise((resolve) => v.idleWaiters.push(resolve));
 }
 
 export interface Service {
@@ -27,10 +49,10 @@ export interface Service {
   cumulativeWeights: number[];
 }
 
-export function makeService(name: string, auth: 'none' | 'token', versions: ServiceVersion[], id: string = randomUUID()): Service {
+export function makeService(id: string, name: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[]): Service {
   let sum = 0;
   const cumulativeWeights = versions.map((v) => (sum += v.weight));
-  return { id, name, status: 'running', auth, versions, cumulativeWeights };
+  return { id, name, status, auth, versions, cumulativeWeights };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {

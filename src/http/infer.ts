@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { decodeBody } from '../codecs/index.js';
 import type { Decoded } from '../codecs/types.js';
-import { pickVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
+import { pickVersion, versionAcquired, versionReleased, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
@@ -185,6 +185,7 @@ export class InferenceFront {
       return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
     }
     const call = new InferCall(this, res, requestId, startedAt, version, req.getHeader('content-type').toLowerCase(), ihLength);
+    versionAcquired(version);
     if (declared > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
@@ -198,6 +199,7 @@ export class InferenceFront {
 
   settle(call: InferCall): void {
     this.live.delete(call);
+    versionReleased(call.version);
     if (this.live.size === 0 && this.idleWaiters.length) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

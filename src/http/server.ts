@@ -7,6 +7,7 @@ import { v2Datatype } from '../codecs/v2.js';
 import type { IoSpec } from '../runtime/onnx/signature.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceFront, type InferLimits } from './infer.js';
+import { registerManagement, type ManagementDeps } from './manage.js';
 import { routeParam } from './params.js';
 import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
 
@@ -24,6 +25,7 @@ export interface HttpServerOptions {
   state: ServerState;
   version: string;
   logError: (err: unknown) => void;
+  management?: Omit<ManagementDeps, 'logError'>;
 }
 
 /** Inference routes: [pattern, route parameter holding the service, parameter holding the version]. */
@@ -65,6 +67,7 @@ export class HttpServer {
       return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, ready: s.status === 'running' });
     });
     app.get('/metrics', (res) => this.metrics(res));
+    if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError });
     app.any('/*', (res, req) => {
       const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');
       writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);

@@ -1,0 +1,417 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { GatewayError, notFound } from '../errors.js';
+import { OnnxRunner } from '../runtime/onnx/runner.js';
+import type { Db } from '../store/db.js';
+import type { EventLevel, EventLog, EventRecord } from '../store/events.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { ModelRegistry } from './models.js';
+import { batchingOf } from './packages.js';
+import { makeServedBy, makeService, versionIdle, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
+import { SERVICE_NAME, parseServiceSpec, versionKey, type ServiceSpec, type VersionSpec } from './spec.js';
+
+export interface ServiceView {
+  id: string;
+  name: string;
+  project: string;
+  description: string;
+  status: ServiceStatus;
+  /** A rolling update is in progress (the service keeps serving the old versions until it is done). */
+  updating: boolean;
+  auth: 'none' | 'token';
+  timeout_minutes: number;
+  versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
+  created_at: string;
+  updated_at: string;
+}
+
+interface Row { id: string; project_id: string; name: string; description: string; status: ServiceStatus; spec: string; stable_spec: string | null; created_at: number; updated_at: number }
+
+/** Which actions each status allows (ModelArts' rules; anything else is 409). */
+const ALLOWED: Record<'start' | 'stop' | 'restart' | 'update', ReadonlySet<ServiceStatus>> = {
+  start: new Set(['stopped', 'failed']),
+  stop: new Set(['running', 'alarm', 'abnormal', 'failed']),
+  restart: new Set(['running', 'alarm', 'abnormal', 'failed']),
+  update: new Set(['running', 'alarm', 'abnormal', 'stopped', 'failed']),
+};
+
+class DeployTimeout extends Error {}
+
+/**
+ * Services (SPEC §6, §11): their stored desired state, their lifecycle and the runners that
+ * serve them. Every change is written to the store before it is acted on, and the data plane's
+ * routing table is rebuilt and swapped after it, so a request sees a whole old or a whole new
+ * service and a restarted gateway knows what each service was doing.
+ */
+export class ServiceManager {
+  private readonly live = new Map<string, Service>();
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly updating = new Set<string>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly events: EventLog,
+    private readonly models: ModelRegistry,
+    private readonly table: RoutingTable,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  // ---- queries ----
+
+  list(): ServiceView[] {
+    return (this.db.prepare('SELECT * FROM services ORDER BY name').all() as Row[]).map((r) => this.view(r));
+  }
+
+  get(key: string): ServiceView {
+    return this.view(this.row(key));
+  }
+
+  eventsOf(key: string): EventRecord[] {
+    return this.events.of('service', this.row(key).id);
+  }
+
+  /** The service (by name) deploying a model version, if any: such a version cannot be deleted. */
+  usage(model: string, version: string): string | null {
+    for (const r of this.db.prepare('SELECT name, spec, stable_spec FROM services').all() as Row[]) {
+      for (const s of [r.spec, r.stable_spec]) {
+        if (s && (JSON.parse(s) as ServiceSpec).versions.some((v) => v.model === model && v.version === version)) return r.name;
+      }
+    }
+    return null;
+  }
+
+  // ---- commands ----
+
+  create(body: Record<string, unknown>, projectId: string): ServiceView {
+    const name = body['name'];
+    if (typeof name !== 'string' || !SERVICE_NAME.test(name)) throw new GatewayError(400, 'BadSpec', `'name' must be 1–64 of A-Za-z0-9_-`);
+    if (this.db.prepare('SELECT 1 FROM services WHERE name = ? AND project_id = ?').get(name, projectId)) {
+      throw new GatewayError(409, 'NameTaken', `a service named '${name}' already exists in this project`);
+    }
+    const spec = this.checkedSpec(body);
+    const now = Date.now();
+    const row: Row = { id: randomUUID(), project_id: projectId, name, description: spec.description, status: 'deploying', spec: JSON.stringify(spec), stable_spec: null, created_at: now, updated_at: now };
+    this.db.prepare('INSERT INTO services (id, project_id, name, description, status, spec, stable_spec, created_at, updated_at) VALUES (@id, @project_id, @name, @description, @status, @spec, @stable_spec, @created_at, @updated_at)').run(row);
+    this.event(row.id, 'Normal', 'The service starts to deploy.');
+    this.publish(makeService(row.id, name, 'deploying', spec.auth, []));
+    this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
+    return this.view(row);
+  }
+
+  update(key: string, body: Record<string, unknown>): ServiceView {
+    const row = this.row(key);
+    this.allow(row, 'update');
+    if (this.updating.has(row.id)) throw new GatewayError(409, 'Busy', `service '${row.name}' is already being updated; wait for the update to finish`);
+    if (body['name'] !== undefined && body['name'] !== row.name) throw new GatewayError(400, 'BadSpec', `a service cannot be renamed ('name' is '${row.name}')`);
+    const stable = JSON.parse(row.stable_spec ?? row.spec) as ServiceSpec;
+    const spec = this.checkedSpec(body, stable);
+    // The desired state is written first: a restart in the middle rolls back to stable_spec.
+    this.setRow(row.id, { spec: JSON.stringify(spec), description: spec.description });
+    if (row.status === 'stopped') {
+      this.setRow(row.id, { stable_spec: JSON.stringify(spec) });
+      this.event(row.id, 'Normal', 'Service updated. It stays stopped until started.');
+      return this.get(row.id);
+    }
+    if (row.status === 'failed') {
+      this.setStatus(row.id, 'deploying');
+      this.event(row.id, 'Normal', 'The service starts to deploy.');
+      this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
+      return this.get(row.id);
+    }
+    this.updating.add(row.id);
+    this.event(row.id, 'Normal', 'The service starts to update.');
+    this.enqueue(row.id, () => this.rollingUpdate(row.id, spec, stable).finally(() => this.updating.delete(row.id)));
+    return this.get(row.id);
+  }
+
+  start(key: string): ServiceView {
+    const row = this.row(key);
+    this.allow(row, 'start');
+    const spec = JSON.parse(row.spec) as ServiceSpec;
+    this.setStatus(row.id, 'deploying');
+    this.event(row.id, 'Normal', 'The service starts to deploy.');
+    this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
+    return this.get(row.id);
+  }
+
+  restart(key: string): ServiceView {
+    const row = this.row(key);
+    this.allow(row, 'restart');
+    const spec = JSON.parse(row.stable_spec ?? row.spec) as ServiceSpec;
+    this.event(row.id, 'Normal', 'The service is restarting.');
+    if (row.status === 'failed') {
+      this.setStatus(row.id, 'deploying');
+      this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
+    } else {
+      // New instances first, then the old ones drain: a restart drops no request.
+      this.enqueue(row.id, () => this.deploy(row.id, spec, 'restart'));
+    }
+    return this.get(row.id);
+  }
+
+  stop(key: string): ServiceView {
+    const row = this.row(key);
+    this.allow(row, 'stop');
+    this.setStatus(row.id, 'stopped');
+    const old = this.live.get(row.id);
+    this.publish(makeService(row.id, row.name, 'stopped', (JSON.parse(row.spec) as ServiceSpec).auth, []));
+    this.event(row.id, 'Normal', `Service ${row.name} stopped.`);
+    this.enqueue(row.id, () => this.retire(old?.versions ?? [], []));
+    return this.get(row.id);
+  }
+
+  remove(key: string): void {
+    const row = this.row(key);
+    if (row.status === 'deleting') throw new GatewayError(409, 'Busy', `service '${row.name}' is already being deleted`);
+    this.setStatus(row.id, 'deleting');
+    this.event(row.id, 'Normal', `The service ${row.name} is being deleted.`);
+    const old = this.live.get(row.id);
+    this.live.delete(row.id);
+    this.table.swap([...this.live.values()]);
+    this.enqueue(row.id, async () => {
+      await this.retire(old?.versions ?? [], []);
+      this.db.prepare('DELETE FROM services WHERE id = ?').run(row.id);
+    });
+  }
+
+  /**
+   * Declarative services: created when absent; with `converge` (gateway.yaml) also updated when
+   * their stored desired state differs, so the file wins and applying it twice changes nothing.
+   * The models directory's own services are only created: changes made through the API stay.
+   */
+  async ensure(body: Record<string, unknown>, projectId: string, converge = true): Promise<void> {
+    const name = body['name'] as string;
+    const existing = this.db.prepare('SELECT * FROM services WHERE name = ? AND project_id = ?').get(name, projectId) as Row | undefined;
+    if (!existing) {
+      this.create(body, projectId);
+    } else {
+      if (!converge) return;
+      const spec = this.checkedSpec(body);
+      if (JSON.stringify(spec) === existing.spec) return;
+      this.update(existing.id, body);
+    }
+    await this.settled(name);
+  }
+
+  /** Resolves when the service's queued lifecycle work is done (tests, CLI waits, start-up). */
+  async settled(key: string): Promise<void> {
+    const row = this.row(key);
+    await this.chains.get(row.id);
+  }
+
+  /**
+   * After a restart: every service returns to its last stable state. Interrupted deployments
+   * run again, interrupted updates roll back, interrupted deletions finish.
+   */
+  async recover(): Promise<void> {
+    const rows = this.db.prepare('SELECT * FROM services').all() as Row[];
+    for (const row of rows) {
+      const stable = row.stable_spec ? (JSON.parse(row.stable_spec) as ServiceSpec) : null;
+      const desired = JSON.parse(row.spec) as ServiceSpec;
+      switch (row.status) {
+        case 'deleting':
+          this.db.prepare('DELETE FROM services WHERE id = ?').run(row.id);
+          continue;
+        case 'stopped':
+        case 'failed':
+          this.publish(makeService(row.id, row.name, row.status, desired.auth, []));
+          continue;
+        default: {
+          if (stable && row.spec !== row.stable_spec && row.status !== 'deploying') {
+            this.setRow(row.id, { spec: row.stable_spec!, description: stable.description });
+            this.event(row.id, 'Warning', 'Failed to update the service. The update has been rolled back. Error: the gateway restarted during the update.');
+          }
+          const spec = row.status === 'deploying' ? desired : (stable ?? desired);
+          this.setStatus(row.id, 'deploying');
+          this.publish(makeService(row.id, row.name, 'deploying', spec.auth, []));
+          this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
+        }
+      }
+    }
+    await Promise.all([...this.chains.values()]);
+  }
+
+  /** Graceful stop: every runner closes once its in-flight requests are answered. */
+  async shutdown(): Promise<void> {
+    await Promise.all([...this.chains.values()]);
+    await Promise.all([...this.live.values()].map((s) => this.retire(s.versions, [])));
+  }
+
+  // ---- the work behind the commands ----
+
+  private async deploy(id: string, spec: ServiceSpec, mode: 'deploy' | 'restart'): Promise<void> {
+    const row = this.row(id);
+    const before = this.live.get(id);
+    let versions: ServiceVersion[];
+    try {
+      versions = await this.startVersions(row.name, spec, new Map());
+    } catch (err) {
+      const timedOut = err instanceof DeployTimeout;
+      const msg = (err as Error).message;
+      if (mode === 'restart') {
+        this.event(id, 'Abnormal', `Failed to restart the service; it keeps its running instances. Error: ${msg}`);
+        return;
+      }
+      this.setStatus(id, 'failed');
+      this.publish(makeService(id, row.name, 'failed', spec.auth, []));
+      this.event(id, 'Abnormal', timedOut ? `Service deployment timed out. Error: ${msg}` : `Failed to deploy the service. Error: ${msg}`);
+      return;
+    }
+    this.setRow(id, { stable_spec: JSON.stringify(spec), spec: JSON.stringify(spec) });
+    this.setStatus(id, 'running');
+    this.publish(makeService(id, row.name, 'running', spec.auth, versions));
+    this.event(id, 'Normal', `Service ${row.name} started.`);
+    await this.retire(before?.versions ?? [], versions);
+  }
+
+  private async rollingUpdate(id: string, spec: ServiceSpec, stable: ServiceSpec): Promise<void> {
+    const row = this.row(id);
+    const before = this.live.get(id);
+    const reusable = new Map((before?.versions ?? []).map((v) => [v.key, v]));
+    let versions: ServiceVersion[];
+    try {
+      versions = await this.startVersions(row.name, spec, reusable);
+    } catch (err) {
+      this.setRow(id, { spec: JSON.stringify(stable), description: stable.description });
+      this.event(id, 'Abnormal', `Failed to update the service. The update has been rolled back. Error: ${(err as Error).message}`);
+      return;
+    }
+    this.setRow(id, { stable_spec: JSON.stringify(spec) });
+    this.publish(makeService(id, row.name, this.row(id).status, spec.auth, versions));
+    this.event(id, 'Normal', 'Service updated.');
+    await this.retire(before?.versions ?? [], versions);
+  }
+
+  /** Starts (or reuses) a runner for every version, within the deployment timeout. */
+  private async startVersions(service: string, spec: ServiceSpec, reusable: ReadonlyMap<string, ServiceVersion>): Promise<ServiceVersion[]> {
+    const started = new Map<string, ServiceVersion>();
+    let abandoned = false;
+    const work = (async () => {
+      for (const v of spec.versions) {
+        const key = versionKey(v);
+        if (abandoned) return;
+        if (!reusable.has(key)) started.set(key, await this.startVersion(service, v, key));
+      }
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DeployTimeout(`the instances were not ready within ${spec.timeout_minutes} minutes`)), spec.timeout_minutes * 60_000);
+    });
+    try {
+      await Promise.race([work, timeout]);
+    } catch (err) {
+      // Whatever started (now or after the timeout) is closed; nothing half-deployed stays running.
+      abandoned = true;
+      void work.then(() => undefined, () => undefined).then(() => Promise.all([...started.values()].map((v) => v.runner.close())));
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    // Reused runners get a fresh version object (new weight, own drain count); the old object drains alone.
+    return spec.versions.map((v) => {
+      const key = versionKey(v);
+      const base = started.get(key) ?? reusable.get(key)!;
+      return { ...base, weight: v.weight, active: 0, idleWaiters: [] };
+    });
+  }
+
+  private async startVersion(service: string, v: VersionSpec, key: string): Promise<ServiceVersion> {
+    const pkg = await this.models.package(v.model, v.version);
+    if (pkg.modelType !== 'ONNX') throw new Error(`model ${v.model}@${v.version} is an Image model, which this build does not run yet`);
+    const label = `service ${service} (${v.model}@${v.version})`;
+    let runner: OnnxRunner | null = null;
+    const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: runner?.queueDepth ?? 0, running: runner?.running ?? 0 }));
+    runner = await OnnxRunner.start({
+      label,
+      packageDir: pkg.dir,
+      modelPath: pkg.modelPath,
+      hookPath: pkg.hookPath,
+      instances: v.instances,
+      provider: v.provider,
+      providerFallback: v.provider_fallback,
+      intraOpThreads: v.intra_op_threads,
+      batching: batchingOf(v.batching, label, pkg.batching),
+      features: pkg.features,
+      observer: { batch: (rows) => metrics.batch(rows) },
+    });
+    for (const note of runner.notes) this.log.warn({ service }, note);
+    return {
+      key, model: v.model, modelVersion: v.version, sha256: pkg.sha256, weight: v.weight, instances: v.instances, runner,
+      servedBy: makeServedBy(v.model, v.version, pkg.sha256, service), metrics, active: 0, idleWaiters: [],
+    };
+  }
+
+  /** Closes the runners of `old` versions that `kept` does not reuse, once their calls are answered. */
+  private async retire(old: readonly ServiceVersion[], kept: readonly ServiceVersion[]): Promise<void> {
+    const keep = new Set(kept.map((v) => v.runner));
+    await Promise.all(old.filter((v) => !keep.has(v.runner)).map(async (v) => {
+      await versionIdle(v);
+      await v.runner.close();
+    }));
+  }
+
+  // ---- helpers ----
+
+  private checkedSpec(body: Record<string, unknown>, base?: ServiceSpec): ServiceSpec {
+    const spec = parseServiceSpec(body, (model) => this.latestVersion(model), base);
+    for (const v of spec.versions) this.models.getVersion(v.model, v.version);
+    return spec;
+  }
+
+  private latestVersion(model: string): string {
+    const versions = this.models.get(model).versions;
+    if (versions.length === 0) throw notFound(`model '${model}' has no versions`, 'VersionNotFound');
+    return versions[versions.length - 1]!.version;
+  }
+
+  /** Work on one service runs one piece at a time, in the order asked. */
+  private enqueue(id: string, work: () => Promise<void>): void {
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(work).catch((err: unknown) => {
+      this.log.error({ err, service: id }, 'service lifecycle step failed');
+    });
+    this.chains.set(id, next);
+  }
+
+  private publish(s: Service): void {
+    this.live.set(s.id, s);
+    this.table.swap([...this.live.values()]);
+  }
+
+  private allow(row: Row, action: keyof typeof ALLOWED): void {
+    if (!ALLOWED[action].has(row.status)) {
+      throw new GatewayError(409, 'WrongStatus', `service '${row.name}' is ${row.status}; ${action} is allowed only when it is ${[...ALLOWED[action]].join(', ')}`);
+    }
+  }
+
+  private row(key: string): Row {
+    const r = (this.db.prepare('SELECT * FROM services WHERE id = ?').get(key) ?? this.db.prepare('SELECT * FROM services WHERE name = ?').get(key)) as Row | undefined;
+    if (!r) throw notFound(`service '${key}' does not exist`, 'ServiceNotFound');
+    return r;
+  }
+
+  private setStatus(id: string, status: ServiceStatus): void {
+    this.setRow(id, { status });
+  }
+
+  private setRow(id: string, fields: Partial<Pick<Row, 'status' | 'spec' | 'stable_spec' | 'description'>>): void {
+    const sets = Object.keys(fields).map((k) => `${k} = @${k}`).join(', ');
+    this.db.prepare(`UPDATE services SET ${sets}, updated_at = @updated_at WHERE id = @id`).run({ ...fields, updated_at: Date.now(), id });
+  }
+
+  private event(id: string, level: EventLevel, message: string): void {
+    this.events.record('service', id, level, message);
+    this.log.info({ service: id }, message);
+  }
+
+  private view(r: Row): ServiceView {
+    const spec = JSON.parse(r.spec) as ServiceSpec;
+    const project = (this.db.prepare('SELECT name FROM projects WHERE id = ?').get(r.project_id) as { name: string } | undefined)?.name ?? r.project_id;
+    return {
+      id: r.id, name: r.name, project, description: r.description, status: r.status, updating: this.updating.has(r.id), auth: spec.auth,
+      timeout_minutes: spec.timeout_minutes,
+      versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
+      created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),
+    };
+  }
+}

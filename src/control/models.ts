@@ -1,0 +1,298 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { GatewayError, notFound } from '../errors.js';
+import type { Db } from '../store/db.js';
+import type { EventLog, EventRecord } from '../store/events.js';
+import { extractTarGz, extractZip, writeBareOnnx } from './archives.js';
+import { PackageError, readPackage, type ModelPackage } from './packages.js';
+
+export interface ModelVersionView {
+  id: string;
+  name: string;
+  version: string;
+  description: string;
+  model_type: string;
+  sha256: string;
+  size: number;
+  status: string;
+  created_at: string;
+  metrics?: unknown;
+  demo_weights?: unknown;
+}
+
+export interface ModelView {
+  id: string;
+  name: string;
+  project: string;
+  description: string;
+  created_at: string;
+  versions: ModelVersionView[];
+}
+
+export interface ImportMeta {
+  name: string;
+  version?: string | undefined;
+  description?: string | undefined;
+  projectId: string;
+}
+
+interface VersionRow { id: string; model_id: string; version: string; description: string; model_type: string; sha256: string; size: number; dir: string; config: string; status: string; created_at: number }
+interface ModelRow { id: string; project_id: string; name: string; description: string; created_at: number }
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const VERSION = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Says which service uses a model version, if any (a version in use cannot be deleted). */
+export type UsageCheck = (model: string, version: string) => string | null;
+
+/**
+ * Model versions (SPEC §4, §6): imported from a folder, an archive or a bare .onnx, checked,
+ * copied under the data dir and recorded with their sha256. The files are written to a scratch
+ * folder and renamed into place before the row is committed, so a crash leaves either nothing or
+ * an orphan folder that the next start removes, never a row without files.
+ */
+export class ModelRegistry {
+  private readonly modelsRoot: string;
+  private readonly scratchRoot: string;
+
+  constructor(
+    private readonly db: Db,
+    private readonly eventLog: EventLog,
+    dataDir: string,
+    private readonly maxPackageBytes: number,
+    private readonly usage: UsageCheck,
+  ) {
+    this.modelsRoot = path.join(dataDir, 'models');
+    this.scratchRoot = path.join(dataDir, 'tmp');
+  }
+
+  /** Removes unfinished imports: scratch folders and version folders that no row claims. */
+  async recover(): Promise<void> {
+    await rm(this.scratchRoot, { recursive: true, force: true });
+    await mkdir(this.scratchRoot, { recursive: true });
+    const claimed = new Set((this.db.prepare('SELECT dir FROM model_versions').all() as { dir: string }[]).map((r) => path.resolve(r.dir)));
+    for (const model of await readdir(this.modelsRoot).catch(() => [] as string[])) {
+      for (const version of await readdir(path.join(this.modelsRoot, model)).catch(() => [] as string[])) {
+        const dir = path.resolve(this.modelsRoot, model, version);
+        if (!claimed.has(dir)) await rm(dir, { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** An upload: `filename` says the form (.onnx, .tar.gz/.tgz, .zip). */
+  async importUpload(meta: ImportMeta, filename: string, data: Uint8Array): Promise<ModelVersionView> {
+    if (data.byteLength > this.maxPackageBytes) throw new GatewayError(413, 'PackageTooLarge', `package '${filename}' is ${data.byteLength} bytes, over the limit of ${this.maxPackageBytes}`);
+    const scratch = await this.scratch();
+    try {
+      const lower = filename.toLowerCase();
+      if (lower.endsWith('.onnx')) await writeBareOnnx(data, scratch);
+      else if (lower.endsWith('.tar.gz') || lower.endsWith('.tgz')) await extractTarGz(data, scratch, this.maxPackageBytes, filename);
+      else if (lower.endsWith('.zip')) await extractZip(data, scratch, this.maxPackageBytes, filename);
+      else throw new PackageError(`file '${filename}': expected a .onnx model, a .tar.gz (.tgz) or a .zip package`);
+      return await this.commit(meta, await packageRoot(scratch, filename), scratch, false);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * A package folder on this machine. With `skipIfKnown` (the models directory at start), a
+   * package whose model file the model already has (same sha256) is not imported again.
+   */
+  async importFolder(meta: ImportMeta, src: string, skipIfKnown = false): Promise<ModelVersionView> {
+    const st = await stat(src).catch(() => null);
+    if (!st?.isDirectory()) throw new PackageError(`source path '${src}' is not a folder on the gateway's machine`);
+    const scratch = await this.scratch();
+    try {
+      await refuseLinks(src);
+      await cp(src, scratch, { recursive: true });
+      return await this.commit(meta, scratch, scratch, skipIfKnown);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  private async scratch(): Promise<string> {
+    const dir = path.join(this.scratchRoot, randomUUID());
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  private async commit(meta: ImportMeta, root: string, scratch: string, skipIfKnown: boolean): Promise<ModelVersionView> {
+    if (!NAME.test(meta.name)) throw new PackageError(`model name '${meta.name}' must be 1–64 of A-Za-z0-9_-`);
+    if (meta.version !== undefined && !VERSION.test(meta.version)) throw new PackageError(`version '${meta.version}' must be 1–64 of A-Za-z0-9._-`);
+    const pkg = await readPackage(root, meta.name);
+    const existing = this.modelRow(meta.name, meta.projectId);
+    if (skipIfKnown && existing) {
+      const same = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND sha256 = ?').get(existing.id, pkg.sha256 || configSha(pkg)) as VersionRow | undefined;
+      if (same) return this.versionView(meta.name, same);
+    }
+    if (pkg.modelType === 'ONNX') await checkLoadable(pkg);
+    const version = meta.version ?? this.nextVersion(existing?.id);
+    if (existing && this.db.prepare('SELECT 1 FROM model_versions WHERE model_id = ? AND version = ?').get(existing.id, version)) {
+      throw new GatewayError(409, 'VersionExists', `model '${meta.name}' already has version '${version}'; give another version`);
+    }
+    const dir = path.join(this.modelsRoot, meta.name, version);
+    await mkdir(path.dirname(dir), { recursive: true });
+    await rm(dir, { recursive: true, force: true });
+    await rename(root === scratch ? scratch : root, dir);
+    const size = await folderSize(dir);
+    const now = Date.now();
+    const row: VersionRow = {
+      id: randomUUID(), model_id: existing?.id ?? randomUUID(), version, description: meta.description ?? '', model_type: pkg.modelType,
+      sha256: pkg.sha256 || configSha(pkg), size, dir, config: JSON.stringify(pkg.config), status: 'normal', created_at: now,
+    };
+    this.db.transaction(() => {
+      if (!existing) {
+        this.db.prepare('INSERT INTO models (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)').run(row.model_id, meta.projectId, meta.name, meta.description ?? '', now);
+      }
+      this.db.prepare('INSERT INTO model_versions (id, model_id, version, description, model_type, sha256, size, dir, config, status, created_at) VALUES (@id, @model_id, @version, @description, @model_type, @sha256, @size, @dir, @config, @status, @created_at)').run(row);
+    })();
+    this.eventLog.record('model', row.model_id, 'Normal', `Model ${meta.name} version ${version} imported (sha256 ${row.sha256.slice(0, 12)}…).`);
+    return this.versionView(meta.name, row);
+  }
+
+  private nextVersion(modelId: string | undefined): string {
+    if (!modelId) return '0.0.1';
+    const versions = (this.db.prepare('SELECT version FROM model_versions WHERE model_id = ?').all(modelId) as { version: string }[]).map((r) => r.version);
+    const numeric = versions.map((v) => v.split('.').map(Number)).filter((p) => p.length === 3 && p.every(Number.isInteger));
+    if (numeric.length === 0) return '0.0.1';
+    numeric.sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]! || a[2]! - b[2]!);
+    const [x, y, z] = numeric[numeric.length - 1]!;
+    let next = `${x}.${y}.${z! + 1}`;
+    while (versions.includes(next)) next = `${x}.${y}.${Number(next.split('.')[2]) + 1}`;
+    return next;
+  }
+
+  private modelRow(name: string, projectId?: string): ModelRow | undefined {
+    return (projectId
+      ? this.db.prepare('SELECT * FROM models WHERE name = ? AND project_id = ?').get(name, projectId)
+      : this.db.prepare('SELECT * FROM models WHERE name = ?').get(name)) as ModelRow | undefined;
+  }
+
+  private requireModel(name: string): ModelRow {
+    const m = this.modelRow(name);
+    if (!m) throw notFound(`model '${name}' does not exist`, 'ModelNotFound');
+    return m;
+  }
+
+  private versionRow(name: string, version: string): VersionRow {
+    const m = this.requireModel(name);
+    const v = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND version = ?').get(m.id, version) as VersionRow | undefined;
+    if (!v) throw notFound(`model '${name}' has no version '${version}'`, 'VersionNotFound');
+    return v;
+  }
+
+  private versionView(name: string, v: VersionRow): ModelVersionView {
+    const config = JSON.parse(v.config) as Record<string, unknown>;
+    return {
+      id: v.id, name, version: v.version, description: v.description, model_type: v.model_type, sha256: v.sha256, size: v.size,
+      status: v.status, created_at: new Date(v.created_at).toISOString(),
+      ...(config['metrics'] !== undefined ? { metrics: config['metrics'] } : {}),
+      ...(config['demo_weights'] !== undefined ? { demo_weights: config['demo_weights'] } : {}),
+    };
+  }
+
+  private modelView(m: ModelRow): ModelView {
+    const project = (this.db.prepare('SELECT name FROM projects WHERE id = ?').get(m.project_id) as { name: string } | undefined)?.name ?? m.project_id;
+    const versions = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? ORDER BY created_at, rowid').all(m.id) as VersionRow[];
+    return { id: m.id, name: m.name, project, description: m.description, created_at: new Date(m.created_at).toISOString(), versions: versions.map((v) => this.versionView(m.name, v)) };
+  }
+
+  list(): ModelView[] {
+    return (this.db.prepare('SELECT * FROM models ORDER BY name').all() as ModelRow[]).map((m) => this.modelView(m));
+  }
+
+  get(name: string): ModelView {
+    return this.modelView(this.requireModel(name));
+  }
+
+  getVersion(name: string, version: string): ModelVersionView {
+    return this.versionView(name, this.versionRow(name, version));
+  }
+
+  events(name: string): EventRecord[] {
+    return this.eventLog.of('model', this.requireModel(name).id);
+  }
+
+  /** The stored package of a version, for deployment. */
+  async package(name: string, version: string | undefined): Promise<ModelPackage> {
+    const m = this.requireModel(name);
+    const v = (version === undefined
+      ? this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(m.id)
+      : this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND version = ?').get(m.id, version)) as VersionRow | undefined;
+    if (!v) throw notFound(version === undefined ? `model '${name}' has no versions` : `model '${name}' has no version '${version}'`, 'VersionNotFound');
+    return readPackage(v.dir, name, v.version);
+  }
+
+  async deleteVersion(name: string, version: string): Promise<void> {
+    const v = this.versionRow(name, version);
+    const user = this.usage(name, version);
+    if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${version}' is used by service '${user}'; remove it from the service first`);
+    this.db.prepare('DELETE FROM model_versions WHERE id = ?').run(v.id);
+    this.eventLog.record('model', v.model_id, 'Normal', `Model ${name} version ${version} deleted.`);
+    await rm(v.dir, { recursive: true, force: true });
+  }
+
+  async deleteModel(name: string): Promise<void> {
+    const m = this.requireModel(name);
+    const versions = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ?').all(m.id) as VersionRow[];
+    for (const v of versions) {
+      const user = this.usage(name, v.version);
+      if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${v.version}' is used by service '${user}'; remove it from the service first`);
+    }
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM model_versions WHERE model_id = ?').run(m.id);
+      this.db.prepare('DELETE FROM models WHERE id = ?').run(m.id);
+    })();
+    for (const v of versions) await rm(v.dir, { recursive: true, force: true });
+    await rm(path.join(this.modelsRoot, name), { recursive: true, force: true });
+  }
+}
+
+/** config.json at the top, or in the archive's single top-level folder. */
+async function packageRoot(dir: string, archive: string): Promise<string> {
+  if (existsSync(path.join(dir, 'config.json'))) return dir;
+  const entries = (await readdir(dir, { withFileTypes: true })).filter((e) => !e.name.startsWith('.') && e.name !== '__MACOSX');
+  if (entries.length === 1 && entries[0]!.isDirectory() && existsSync(path.join(dir, entries[0]!.name, 'config.json'))) return path.join(dir, entries[0]!.name);
+  throw new PackageError(`${archive}: config.json is missing; a package holds config.json at its top (or in its one top-level folder)`);
+}
+
+async function checkLoadable(pkg: ModelPackage): Promise<void> {
+  let session: ort.InferenceSession | null = null;
+  try {
+    session = await ort.InferenceSession.create(pkg.modelPath, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  } catch (err) {
+    throw new PackageError(`model file '${path.basename(pkg.modelPath)}' cannot be loaded by ONNX Runtime: ${(err as Error).message.split('\n')[0]}`);
+  } finally {
+    await session?.release().catch(() => undefined);
+  }
+}
+
+function configSha(pkg: ModelPackage): string {
+  // Image packages have no model file: their identity is their configuration.
+  return createHashHex(JSON.stringify(pkg.config));
+}
+
+const createHashHex = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** Links in a package folder are refused like links in an archive: they could point anywhere. */
+async function refuseLinks(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isSymbolicLink()) {
+      const rel = path.relative(dir, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+      throw new PackageError(`${dir}: '${rel}' is a link; packages may hold only files and folders`);
+    }
+  }
+}
+
+async function folderSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name))).size;
+  }
+  return total;
+}
