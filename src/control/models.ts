@@ -266,7 +266,9 @@ async function checkLoadable(pkg: ModelPackage): Promise<void> {
   try {
     session = await ort.InferenceSession.create(pkg.modelPath, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   } catch (err) {
-    throw new PackageError(`model file '${path.basename(pkg.modelPath)}' cannot be loaded by ONNX Runtime: ${(err as Error).message.split('\n')[0]}`);
+    // ONNX Runtime names the scratch path; the client knows the file by its name in the package.
+    const reason = (err as Error).message.split('\n')[0]!.replaceAll(pkg.modelPath, path.basename(pkg.modelPath));
+    throw new PackageError(`model file '${path.basename(pkg.modelPath)}' cannot be loaded by ONNX Runtime: ${reason}`);
   } finally {
     await session?.release().catch(() => undefined);
   }

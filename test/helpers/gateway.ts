@@ -10,6 +10,7 @@ export const SAMPLE_MODELS = path.join(ROOT, 'models');
 
 export interface RunningGateway {
   url: string;
+  dataDir: string;
   port: number;
   proc: ChildProcess;
   stdout(): string;
@@ -24,6 +25,8 @@ export interface GatewayOptions {
   /** gateway.yaml contents (as an object, written as JSON). */
   config?: Record<string, unknown>;
   env?: Record<string, string>;
+  /** Reuse a data directory (restart tests); a fresh one otherwise. */
+  dataDir?: string;
 }
 
 export function tempDir(prefix = 'infergate-test-'): string {
@@ -32,7 +35,7 @@ export function tempDir(prefix = 'infergate-test-'): string {
 
 /** Starts the real gateway binary on an ephemeral port and resolves once it prints its listening line. */
 export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGateway> {
-  const dataDir = tempDir('infergate-data-');
+  const dataDir = opts.dataDir ?? tempDir('infergate-data-');
   const args = [MAIN, 'serve', '--port', '0', '--data-dir', dataDir, '--models-dir', opts.modelsDir ?? SAMPLE_MODELS];
   if (opts.config) {
     const file = path.join(dataDir, 'gateway.json');
@@ -55,6 +58,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
   const url = `http://127.0.0.1:${port}`;
   return {
     url,
+    dataDir,
     port,
     proc,
     exited,
@@ -107,4 +111,29 @@ export async function metric(url: string, sample: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(sample + ' '));
   return line ? Number(line.slice(sample.length + 1)) : 0;
+}
+
+/** A management API call with a JSON body (or none). */
+export function api(gw: RunningGateway, method: string, path: string, body?: unknown): Promise<Answer> {
+  return request(`${gw.url}${path}`, body === undefined ? { method } : { method, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+}
+
+/** Waits until a service reaches `status` (and is not mid-update); fails fast on an unexpected final status. */
+export async function waitForService(gw: RunningGateway, key: string, status: string, timeoutMs = 30_000): Promise<any> {
+  let last: any;
+  await until(`service ${key} to be ${status}`, async () => {
+    const a = await api(gw, 'GET', `/v1/services/${key}`);
+    last = a.json;
+    if (a.status === 200 && last.status === 'failed' && status !== 'failed') throw new Error(`service ${key} failed: ${JSON.stringify(last)}`);
+    return a.status === 200 && last.status === status && !last.updating;
+  }, timeoutMs);
+  return last;
+}
+
+/** Uploads a model file (.onnx, .tar.gz, .zip) as multipart, the way a user's client does. */
+export function upload(gw: RunningGateway, metadata: Record<string, unknown>, filename: string, data: Uint8Array): Promise<Answer> {
+  const form = new FormData();
+  form.append('metadata', JSON.stringify(metadata));
+  form.append('file', new Blob([data]), filename);
+  return request(`${gw.url}/v1/models`, { method: 'POST', body: form });
 }

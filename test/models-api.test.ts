@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { tarGz, zip, type ArchiveEntry } from './helpers/archives.js';
+import { SAMPLE_MODELS, api, postJson, startGateway, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
+
+const file = (model: string, name: string): Buffer => readFileSync(path.join(SAMPLE_MODELS, model, name));
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+const packageEntries = (model: string, prefix = ''): ArchiveEntry[] => [
+  { name: `${prefix}config.json`, data: file(model, 'config.json') },
+  { name: `${prefix}model.onnx`, data: file(model, 'model.onnx') },
+];
+
+function refused(a: Answer, status: number, code: string, msg: RegExp): void {
+  assert.equal(a.status, status, a.text);
+  assert.equal(a.json.error_code, code);
+  assert.match(a.json.error_msg, msg);
+}
+
+describe('model import and versions', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('a bare .onnx upload: stored with its sha256, deployable, answers like the sample', async () => {
+    const onnx = file('ccfraud', 'model.onnx');
+    const a = await upload(gw, { name: 'fraud', version: '1.0.0', description: 'bare onnx' }, 'ccfraud.onnx', onnx);
+    assert.equal(a.status, 201, a.text);
+    assert.equal(a.json.name, 'fraud');
+    assert.equal(a.json.version, '1.0.0');
+    assert.equal(a.json.sha256, sha(onnx));
+    assert.equal(a.json.model_type, 'ONNX');
+    assert.equal(a.json.status, 'normal');
+    const got = await api(gw, 'GET', '/v1/models/fraud/versions/1.0.0');
+    assert.equal(got.status, 200);
+    assert.equal(got.json.sha256, sha(onnx));
+    const created = await api(gw, 'POST', '/v1/services', { name: 'fraud-svc', auth: 'none', versions: [{ model: 'fraud', version: '1.0.0', weight: 100 }] });
+    assert.equal(created.status, 202, created.text);
+    assert.equal(created.json.status, 'deploying');
+    await waitForService(gw, 'fraud-svc', 'running');
+    const inferred = await postJson(`${gw.url}/v1/infers/fraud-svc`, [{ tensor: new Array(29).fill(0.5) }]);
+    assert.equal(inferred.status, 200, inferred.text);
+    assert.equal(inferred.headers.get('x-model-version'), 'fraud@1.0.0');
+  });
+
+  test('a .tar.gz package, with config.json at the top or in one top-level folder', async () => {
+    const flat = await upload(gw, { name: 'iris-tar' }, 'iris.tar.gz', tarGz(packageEntries('iris')));
+    assert.equal(flat.status, 201, flat.text);
+    assert.equal(flat.json.version, '0.0.1');
+    assert.deepEqual(flat.json.metrics.accuracy, 0.98);
+    const nested = await upload(gw, { name: 'iris-tar' }, 'iris.tgz', tarGz([{ name: 'iris/', type: 'dir' }, ...packageEntries('iris', 'iris/')]));
+    assert.equal(nested.status, 201, nested.text);
+    assert.equal(nested.json.version, '0.0.2', 'no version given: the next one');
+    const model = await api(gw, 'GET', '/v1/models/iris-tar');
+    assert.deepEqual(model.json.versions.map((v: { version: string }) => v.version), ['0.0.1', '0.0.2']);
+  });
+
+  test('a .zip package', async () => {
+    const a = await upload(gw, { name: 'credit', version: '2.0.0' }, 'credit-risk.zip', zip(packageEntries('credit-risk')));
+    assert.equal(a.status, 201, a.text);
+    assert.equal(a.json.sha256, sha(file('credit-risk', 'model.onnx')));
+    assert.equal(a.json.demo_weights, true);
+  });
+
+  test('a folder on the gateway machine, by JSON source.path', async () => {
+    const a = await api(gw, 'POST', '/v1/models', { name: 'iris-folder', version: '0.1.0', source: { path: path.join(SAMPLE_MODELS, 'iris') } });
+    assert.equal(a.status, 201, a.text);
+    assert.equal(a.json.sha256, sha(file('iris', 'model.onnx')));
+    const missing = await api(gw, 'POST', '/v1/models', { name: 'nope', source: { path: '/no/such/folder' } });
+    refused(missing, 400, 'IG.400.BadPackage', /source path '\/no\/such\/folder' is not a folder/);
+  });
+
+  test('an existing version is refused with 409', async () => {
+    const a = await upload(gw, { name: 'fraud', version: '1.0.0' }, 'm.onnx', file('ccfraud', 'model.onnx'));
+    refused(a, 409, 'IG.409.VersionExists', /model 'fraud' already has version '1.0.0'/);
+  });
+
+  describe('bad packages are refused with 400 naming the file and what is wrong', () => {
+    const cases: [string, string, () => Buffer, RegExp][] = [
+      ['an entry escaping with ..', 'evil.tar.gz', () => tarGz([...packageEntries('iris'), { name: '../evil.txt', data: 'x' }]), /entry '\.\.\/evil\.txt' escapes the package folder/],
+      ['an absolute entry', 'abs.tar.gz', () => tarGz([...packageEntries('iris'), { name: '/etc/evil', data: 'x' }]), /entry '\/etc\/evil' has an absolute path/],
+      ['a symlink in a tar', 'link.tar.gz', () => tarGz([...packageEntries('iris'), { name: 'passwd', type: 'symlink', link: '/etc/passwd' }]), /entry 'passwd' is a link/],
+      ['an entry escaping in a zip', 'evil.zip', () => zip([...packageEntries('iris'), { name: 'a/../../evil.txt', data: 'x' }]), /escapes the package folder|invalid relative path/],
+      ['a symlink in a zip', 'link.zip', () => zip([...packageEntries('iris'), { name: 'passwd', type: 'symlink', link: '/etc/passwd' }]), /entry 'passwd' is a link/],
+      ['no config.json', 'noconfig.tar.gz', () => tarGz([{ name: 'model.onnx', data: file('iris', 'model.onnx') }]), /config\.json is missing/],
+      ['an unknown model_type', 'tf.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'TensorFlow' }) }, { name: 'model.onnx', data: file('iris', 'model.onnx') }]), /model_type "TensorFlow" is not supported; expected "ONNX" or "Image"/],
+      ['a model file ONNX Runtime cannot load', 'garbage.onnx', () => Buffer.from('this is not an onnx model'), /model file 'model\.onnx' cannot be loaded by ONNX Runtime/],
+      ['a missing model file', 'nomodel.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'ONNX', model_file: 'net.onnx' }) }]), /model file 'net\.onnx' \(config "model_file"\) is missing/],
+      ['an unknown file type', 'model.pkl', () => Buffer.from('pickle'), /file 'model\.pkl': expected a \.onnx model, a \.tar\.gz \(\.tgz\) or a \.zip package/],
+      ['a corrupt archive', 'broken.zip', () => Buffer.from('PK not really'), /broken\.zip: not a readable \.zip archive/],
+    ];
+    for (const [what, filename, make, msg] of cases) {
+      test(what, async () => {
+        refused(await upload(gw, { name: 'bad' }, filename, make()), 400, 'IG.400.BadPackage', msg);
+      });
+    }
+
+    test('multipart without a metadata or file part', async () => {
+      const noFile = new FormData();
+      noFile.append('metadata', JSON.stringify({ name: 'x' }));
+      const a = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noFile });
+      assert.equal(a.status, 400);
+      assert.match(((await a.json()) as { error_msg: string }).error_msg, /needs a 'file' part/);
+      const noMeta = new FormData();
+      noMeta.append('file', new Blob([file('iris', 'model.onnx')]), 'm.onnx');
+      const b = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noMeta });
+      assert.equal(b.status, 400);
+      assert.match(((await b.json()) as { error_msg: string }).error_msg, /needs a 'metadata' part/);
+    });
+
+    test('a bad model name', async () => {
+      refused(await upload(gw, { name: 'no spaces allowed' }, 'm.onnx', file('iris', 'model.onnx')), 400, 'IG.400.BadPackage', /model name 'no spaces allowed' must be 1–64 of A-Za-z0-9_-/);
+    });
+
+    test('nothing of a refused package is kept', async () => {
+      assert.equal((await api(gw, 'GET', '/v1/models/bad')).status, 404);
+    });
+  });
+
+  test('a version in use cannot be deleted (409); an unused one can', async () => {
+    const inUse = await api(gw, 'DELETE', '/v1/models/fraud/versions/1.0.0');
+    refused(inUse, 409, 'IG.409.VersionInUse', /model 'fraud' version '1.0.0' is used by service 'fraud-svc'/);
+    refused(await api(gw, 'DELETE', '/v1/models/fraud'), 409, 'IG.409.VersionInUse', /used by service 'fraud-svc'/);
+    assert.equal((await api(gw, 'DELETE', '/v1/models/iris-tar/versions/0.0.1')).status, 204);
+    refused(await api(gw, 'GET', '/v1/models/iris-tar/versions/0.0.1'), 404, 'IG.404.VersionNotFound', /model 'iris-tar' has no version '0.0.1'/);
+    assert.equal((await api(gw, 'DELETE', '/v1/models/credit')).status, 204);
+    refused(await api(gw, 'GET', '/v1/models/credit'), 404, 'IG.404.ModelNotFound', /model 'credit' does not exist/);
+  });
+
+  test('models list and events', async () => {
+    const list = await api(gw, 'GET', '/v1/models');
+    const names = list.json.models.map((m: { name: string }) => m.name);
+    assert.ok(names.includes('fraud') && names.includes('iris-tar') && !names.includes('credit'));
+    const events = await api(gw, 'GET', '/v1/models/iris-tar/events');
+    assert.deepEqual(events.json.events.map((e: { message: string }) => e.message.replace(/ \(sha256 .*\)\./, '.')), [
+      'Model iris-tar version 0.0.1 imported.',
+      'Model iris-tar version 0.0.2 imported.',
+      'Model iris-tar version 0.0.1 deleted.',
+    ]);
+  });
+});
+
+describe('package size limit', () => {
+  test('a package over limits.max_package_bytes is refused with 413', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), config: { limits: { max_package_bytes: 2000 } } });
+    try {
+      refused(await upload(gw, { name: 'big' }, 'big.onnx', file('ccfraud', 'model.onnx')), 413, 'IG.413.PackageTooLarge', /package 'big\.onnx' is 3258 bytes, over the limit of 2000/);
+      // Small when compressed, large when unpacked: the unpacked size is what counts.
+      const bomb = tarGz([{ name: 'config.json', data: '{"model_type":"ONNX"}' }, { name: 'pad.bin', data: Buffer.alloc(50_000) }]);
+      assert.ok(bomb.length < 2000);
+      refused(await upload(gw, { name: 'big' }, 'big.tar.gz', bomb), 400, 'IG.400.BadPackage', /big\.tar\.gz: unpacks to more than the package size limit of 2000 bytes/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
