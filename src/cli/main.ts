@@ -4,13 +4,21 @@ import pino from 'pino';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { startGateway } from '../gateway.js';
 import { VERSION } from '../version.js';
+import { ApiError } from './client.js';
+import { MODEL_HELP, PREDICT_HELP, SERVICE_HELP, modelCommand, predictCommand, serviceCommand } from './commands.js';
 
-const HELP = `infergate ${VERSION} — high-throughput inference gateway
+const HELP = () => `infergate ${VERSION} — high-throughput inference gateway
 
 Usage:
   infergate serve [--host H] [--port P] [--data-dir D] [--models-dir M] [--config gateway.yaml]
+  ${MODEL_HELP.replaceAll('\n', '\n  ')}
+  ${SERVICE_HELP.replaceAll('\n', '\n  ')}
+  ${PREDICT_HELP.replaceAll('\n', '\n  ')}
   infergate --version
   infergate <command> --help
+
+The model, service and predict commands talk to a running gateway: --url or INFERGATE_URL
+(default http://127.0.0.1:8080).
 
 serve   Deploys every model package under the models directory as a service of the same name
         (plus the services in the config file) and serves the inference API.
@@ -32,7 +40,7 @@ async function serve(argv: string[]): Promise<void> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(HELP());
     return;
   }
   const cfg = loadConfig({
@@ -81,6 +89,12 @@ async function main(): Promise<void> {
   switch (cmd) {
     case 'serve':
       return serve(rest);
+    case 'model':
+      return modelCommand(rest);
+    case 'service':
+      return serviceCommand(rest);
+    case 'predict':
+      return predictCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`);
@@ -89,16 +103,16 @@ async function main(): Promise<void> {
     case '--help':
     case '-h':
     case 'help':
-      process.stdout.write(HELP);
+      process.stdout.write(HELP());
       return;
     default:
-      process.stderr.write(`infergate: unknown command '${cmd}'\n\n${HELP}`);
+      process.stderr.write(`infergate: unknown command '${cmd}'\n\n${HELP()}`);
       process.exitCode = 2;
   }
 }
 
 main().catch((err: unknown) => {
-  const msg = err instanceof ConfigError || err instanceof Error ? err.message : String(err);
+  const msg = err instanceof ApiError ? `${err.message} (${err.code})` : err instanceof ConfigError || err instanceof Error ? err.message : String(err);
   process.stderr.write(`infergate: ${msg}\n`);
   process.exit(1);
 });
