@@ -35,6 +35,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     if (body['id'] !== undefined && typeof body['id'] !== 'string') throw badRequest(`'id' must be a string`, 'WrongShape');
     const tensors: (Tensor | undefined)[] = new Array(sig.inputs.length);
     let rows = -1;
+    let fixedRows = -1;
     let binaryOffset = 0;
     for (let k = 0; k < inputs.length; k++) {
       const inp = inputs[k];
@@ -66,9 +67,13 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       } else {
         tensor = fromJson(spec.type, dims, inp['data'], label);
       }
-      if (spec.batched) {
+      // Rows are counted on inputs whose dimension 0 is symbolic; a fixed one (Silero VAD's
+      // state [2,N,128]) is not a batch of requests.
+      if (spec.batched && spec.fixedBatch < 0) {
         if (rows >= 0 && dims[0] !== rows) throw badRequest(`${label}: batch size ${dims[0]} differs from the other inputs' ${rows}`, 'WrongShape');
         rows = dims[0]!;
+      } else if (spec.fixedBatch > 0 && fixedRows < 0) {
+        fixedRows = spec.fixedBatch;
       }
       tensors[idx] = tensor;
     }
@@ -78,7 +83,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       throw badRequest(`the binary part has ${binary.length - binaryOffset} bytes that no input's 'binary_data_size' accounts for`, 'WrongShape');
     }
     if (rows === 0) throw badRequest(`the batch is empty (dimension 0 is 0)`, 'Empty');
-    if (rows < 0) rows = 1;
+    if (rows < 0) rows = fixedRows > 0 ? fixedRows : 1;
     const state: V2State = { id: body['id'] as string | undefined, outputs: requestedOutputs(body, sig) };
     return { codec: openInference, request: { inputs: tensors as Tensor[], rows }, state };
   },
@@ -92,10 +97,10 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     const rows = decoded.request.rows;
     state.outputs.forEach(({ index, binary }, k) => {
       const t = result.outputs[index]!;
-      const batched = sig.outputs[index]!.batched;
-      const dims = batched ? [rows, ...t.dims.slice(1)] : t.dims;
+      const sliced = sig.outputs[index]!.batched && !result.whole;
+      const dims = sliced ? [rows, ...t.dims.slice(1)] : t.dims;
       const count = elementCount(dims);
-      const from = batched ? result.offset * (count / Math.max(rows, 1)) : 0;
+      const from = sliced ? result.offset * (count / Math.max(rows, 1)) : 0;
       s += `${k ? ',' : ''}{"name":${sig.outputKeysJson[index]},"datatype":"${FROM_ORT[t.type]}","shape":${JSON.stringify(dims)}`;
       if (binary) {
         const bytes = toBinary(t, from, count);

@@ -13,6 +13,8 @@ export interface InferResult {
   /** The whole batch's outputs, aligned with the model's outputs; this request's rows start at `offset`. */
   outputs: Tensor[];
   offset: number;
+  /** The run was this request's alone: its outputs are whole, whatever their first dimension. */
+  whole: boolean;
   /** Nanoseconds spent queued before the batch ran, and running it (Wallaroo `elapsed`). */
   queueNs: number;
   runNs: number;

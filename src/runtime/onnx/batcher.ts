@@ -178,7 +178,7 @@ export class Batcher {
   private deliver(jobs: Job[], offsets: number[], startedAt: number, res: RunResult): void {
     for (let k = 0; k < jobs.length; k++) {
       const j = jobs[k]!;
-      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
+      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, whole: jobs.length === 1, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
     }
   }
 }
