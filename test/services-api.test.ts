@@ -164,6 +164,26 @@ describe('services: lifecycle, statuses, traffic split', () => {
   });
 });
 
+describe('deleting a service while it deploys', () => {
+  test('the deployment is abandoned: the service is gone and nothing of it keeps running', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });
+    try {
+      assert.equal((await api(gw, 'POST', '/v1/models', { name: 'slow', source: { path: slowPackage(1500) } })).status, 201);
+      const created = await api(gw, 'POST', '/v1/services', { name: 'brief', auth: 'none', versions: [{ model: 'slow' }] });
+      assert.equal(created.json.status, 'deploying');
+      const stopped = await api(gw, 'POST', '/v1/services/brief/stop');
+      assert.equal(stopped.status, 409, 'a deploying service cannot be stopped');
+      assert.equal((await api(gw, 'DELETE', '/v1/services/brief')).status, 202);
+      await until('the service to be gone', async () => (await api(gw, 'GET', '/v1/services/brief')).status === 404);
+      assert.equal((await infer(gw, 'brief')).status, 404);
+      await until('its deployment to be abandoned', async () => !(await (await fetch(`${gw.url}/metrics`)).text()).includes('service="brief"'));
+      assert.equal((await api(gw, 'DELETE', '/v1/models/slow')).status, 204, 'no service uses the model any more');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe('durability: kill -9 and restart', () => {
   test('killed during a deployment: after restart the service deploys again, nothing is duplicated', async () => {
     const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });

@@ -258,6 +258,10 @@ export class ServiceManager {
       this.event(id, 'Abnormal', timedOut ? `Service deployment timed out. Error: ${msg}` : `Failed to deploy the service. Error: ${msg}`);
       return;
     }
+    if (!this.stillWanted(id)) {
+      await this.retire(versions, before?.versions ?? []);
+      return;
+    }
     this.setRow(id, { stable_spec: JSON.stringify(spec), spec: JSON.stringify(spec) });
     this.setStatus(id, 'running');
     this.publish(makeService(id, row.name, 'running', spec.auth, versions));
@@ -275,6 +279,10 @@ export class ServiceManager {
     } catch (err) {
       this.setRow(id, { spec: JSON.stringify(stable), description: stable.description });
       this.event(id, 'Abnormal', `Failed to update the service. The update has been rolled back. Error: ${(err as Error).message}`);
+      return;
+    }
+    if (!this.stillWanted(id)) {
+      await this.retire(versions, before?.versions ?? []);
       return;
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec) });
@@ -348,10 +356,17 @@ export class ServiceManager {
     await Promise.all(old.filter((v) => !keep.has(v.runner)).map(async (v) => {
       await versionIdle(v);
       await v.runner.close();
+      this.metrics.forget(v.metrics);
     }));
   }
 
   // ---- helpers ----
+
+  /** A deletion asked for while the service deployed: what was just started is closed instead. */
+  private stillWanted(id: string): boolean {
+    const r = this.db.prepare('SELECT status FROM services WHERE id = ?').get(id) as { status: ServiceStatus } | undefined;
+    return r !== undefined && r.status !== 'deleting';
+  }
 
   private checkedSpec(body: Record<string, unknown>, base?: ServiceSpec): ServiceSpec {
     const spec = parseServiceSpec(body, (model) => this.latestVersion(model), base);
@@ -379,6 +394,9 @@ export class ServiceManager {
   }
 
   private allow(row: Row, action: keyof typeof ALLOWED): void {
+    if (action !== 'update' && this.updating.has(row.id)) {
+      throw new GatewayError(409, 'Busy', `service '${row.name}' is being updated; ${action} it once the update is done`);
+    }
     if (!ALLOWED[action].has(row.status)) {
       throw new GatewayError(409, 'WrongStatus', `service '${row.name}' is ${row.status}; ${action} is allowed only when it is ${[...ALLOWED[action]].join(', ')}`);
     }

@@ -100,8 +100,10 @@ export class Metrics {
     return m;
   }
 
-  forget(service: string, version: string): void {
-    this.versions.delete(`${service}\u0000${version}`);
+  /** Drops a retired version's series, unless a newer deployment of it registered since. */
+  forget(m: VersionMetrics): void {
+    const key = `${m.service}\u0000${m.version}`;
+    if (this.versions.get(key) === m) this.versions.delete(key);
   }
 
   unrouted(code: number): void {
