@@ -1,5 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Access } from './auth/access.js';
+import { Identity, type UserRow } from './auth/identity.js';
+import { TokenService } from './auth/tokens.js';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from './config/config.js';
@@ -15,6 +18,8 @@ import { VERSION } from './version.js';
 
 export interface Gateway {
   port: number;
+  /** A token for the admin created by this (first) start: shown once, never stored. */
+  firstAdminToken: string | null;
   table: RoutingTable;
   services: ServiceManager;
   /** Graceful stop: stop accepting, finish in-flight requests, release the runtimes. */
@@ -35,6 +40,12 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
   const events = new EventLog(db);
   events.pruneOld();
   const projectId = defaultProject(db);
+  const identity = new Identity(db);
+  const { admin, created } = await ensureAdmin(identity, projectId);
+  const tokens = await TokenService.open(db, identity, cfg.data_dir, process.env['INFERGATE_ADMIN_TOKEN'] || undefined, admin);
+  const access = new Access(tokens, identity);
+  // The first start prints a token for the admin it created, unless one was preset.
+  const firstAdminToken = created && !process.env['INFERGATE_ADMIN_TOKEN'] ? (await tokens.issue(admin)).access_token : null;
   const metrics = new Metrics();
   const table = new RoutingTable();
   const state: ServerState = { ready: false, draining: false };
@@ -49,13 +60,15 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
   const logError = (err: unknown): void => log.error({ err }, 'request failed inside the gateway');
   const server = new HttpServer({
     table, metrics, limits: cfg.limits, state, version: VERSION, logError,
-    management: { models, services, projectId: () => projectId, maxUploadBytes: cfg.limits.max_upload_bytes },
+    access,
+    management: { models, services, access, projectId: () => projectId, maxUploadBytes: cfg.limits.max_upload_bytes },
   });
   const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;
   let stopping: Promise<void> | null = null;
   return {
     port,
+    firstAdminToken,
     table,
     services,
     stop() {
@@ -70,6 +83,30 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
       return stopping;
     },
   };
+}
+
+/** A new admin access token from the data dir's store and signing key (`infergate token`). */
+export async function adminToken(dataDir: string): Promise<string> {
+  if (!existsSync(path.join(dataDir, 'infergate.db'))) throw new Error(`no gateway data in ${dataDir}: start \`infergate serve\` there once first (--data-dir)`);
+  const db = openStore(dataDir);
+  try {
+    const identity = new Identity(db);
+    const { admin } = await ensureAdmin(identity, defaultProject(db));
+    const tokens = await TokenService.open(db, identity, dataDir, undefined, admin);
+    return (await tokens.issue(admin)).access_token;
+  } finally {
+    db.close();
+  }
+}
+
+/** The `admin` user, admin of the default project, created on the first start. */
+export async function ensureAdmin(identity: Identity, projectId: string): Promise<{ admin: UserRow; created: boolean }> {
+  const existing = identity.userByName('admin');
+  if (existing) return { admin: existing, created: false };
+  // Nobody logs in with this password: the admin uses the printed token, API keys or `infergate token`.
+  const { id } = await identity.createUser('admin', randomBytes(24).toString('base64url'), 'default');
+  identity.setMember(projectId, id, 'admin');
+  return { admin: identity.user(id), created: true };
 }
 
 /**

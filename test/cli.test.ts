@@ -4,13 +4,13 @@ import { cpSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { MAIN, SAMPLE_MODELS, api, startGateway, tempDir, waitForService, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, MAIN, SAMPLE_MODELS, api, startGateway, tempDir, waitForService, type RunningGateway } from './helpers/gateway.js';
 
 const run = promisify(execFile);
 
 async function cli(gw: RunningGateway | null, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], { env: { ...process.env, INFERGATE_URL: gw?.url ?? 'http://127.0.0.1:9' } });
+    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], { env: { ...process.env, INFERGATE_URL: gw?.url ?? 'http://127.0.0.1:9', INFERGATE_TOKEN: ADMIN_TOKEN } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { tarGz, zip, type ArchiveEntry } from './helpers/archives.js';
-import { SAMPLE_MODELS, api, postJson, startGateway, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
 
 const file = (model: string, name: string): Buffer => readFileSync(path.join(SAMPLE_MODELS, model, name));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -104,12 +104,12 @@ describe('model import and versions', () => {
     test('multipart without a metadata or file part', async () => {
       const noFile = new FormData();
       noFile.append('metadata', JSON.stringify({ name: 'x' }));
-      const a = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noFile });
+      const a = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noFile, headers: { 'x-auth-token': ADMIN_TOKEN } });
       assert.equal(a.status, 400);
       assert.match(((await a.json()) as { error_msg: string }).error_msg, /needs a 'file' part/);
       const noMeta = new FormData();
       noMeta.append('file', new Blob([file('iris', 'model.onnx')]), 'm.onnx');
-      const b = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noMeta });
+      const b = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noMeta, headers: { 'x-auth-token': ADMIN_TOKEN } });
       assert.equal(b.status, 400);
       assert.match(((await b.json()) as { error_msg: string }).error_msg, /needs a 'metadata' part/);
     });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { cpSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
 
 const PANDAS = 'application/json; format=pandas-records';
 const row = [{ tensor: Array.from({ length: 29 }, (_, i) => (i % 5) / 5) }];
@@ -97,7 +97,7 @@ describe('services: lifecycle, statuses, traffic split', () => {
     const missing = await api(gw, 'POST', '/v1/services/nope/start');
     assert.equal(missing.status, 404);
     assert.equal(missing.json.error_code, 'IG.404.ServiceNotFound');
-    const notJson = await fetch(`${gw.url}/v1/services`, { method: 'POST', body: '{nope', headers: { 'content-type': 'application/json' } });
+    const notJson = await fetch(`${gw.url}/v1/services`, { method: 'POST', body: '{nope', headers: { 'content-type': 'application/json', 'x-auth-token': ADMIN_TOKEN } });
     assert.equal(notJson.status, 400);
   });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { makeModelsDir } from './helpers/fixtures.js';
-import { metric, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { api, metric, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { fixedBatchModel, scalarInputModel, writeModelsDir } from './helpers/models.js';
 
 describe('models that must not be merged', () => {
@@ -58,16 +58,16 @@ describe('execution providers', () => {
       modelsDir: makeModelsDir({ ccfraud: { from: 'ccfraud' } }),
       config: {
         services: [
-          { name: 'gpu', versions: [{ model: 'ccfraud', provider: 'cuda' }] },
-          { name: 'gpu-or-cpu', versions: [{ model: 'ccfraud', provider: 'cuda', provider_fallback: 'cpu' }] },
+          { name: 'gpu', auth: 'none', versions: [{ model: 'ccfraud', provider: 'cuda' }] },
+          { name: 'gpu-or-cpu', auth: 'none', versions: [{ model: 'ccfraud', provider: 'cuda', provider_fallback: 'cpu' }] },
         ],
       },
       env: { INFERGATE_LOG_LEVEL: 'info' },
     });
     try {
-      const svc = (await (await fetch(`${gw.url}/v1/services/gpu`)).json()) as { status: string };
+      const svc = (await api(gw, 'GET', '/v1/services/gpu')).json as { status: string };
       assert.equal(svc.status, 'failed');
-      const events = ((await (await fetch(`${gw.url}/v1/services/gpu/events`)).json()) as { events: { level: string; message: string }[] }).events;
+      const events = ((await api(gw, 'GET', '/v1/services/gpu/events')).json as { events: { level: string; message: string }[] }).events;
       const failure = events.find((e) => e.level === 'Abnormal')!;
       assert.match(failure.message, /^Failed to deploy the service\. Error: .*provider "cuda" was asked for but the CUDA execution provider is not installed; on a CUDA 12 host install it with `npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12`, or set provider_fallback: "cpu"/);
       const refused = await postJson(`${gw.url}/v1/infers/gpu`, [{ tensor: new Array(29).fill(0) }]);

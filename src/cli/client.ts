@@ -6,9 +6,10 @@ export class ApiError extends Error {
 }
 
 export class GatewayClient {
-  constructor(readonly baseUrl: string) {}
+  constructor(readonly baseUrl: string, private readonly token?: string | undefined) {}
 
-  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<any> {
+  async request(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<any> {
+    const headers = this.token ? { 'x-auth-token': this.token, ...extra } : extra;
     let res: Response;
     try {
       res = await fetch(this.baseUrl + path, {

@@ -6,10 +6,10 @@ import { GatewayClient } from './client.js';
 
 /** `infergate model …`, `infergate service …`, `infergate predict …`: thin clients of the running gateway's API. */
 
-const common = { url: { type: 'string' as const }, help: { type: 'boolean' as const, short: 'h' } };
+const common = { url: { type: 'string' as const }, token: { type: 'string' as const }, help: { type: 'boolean' as const, short: 'h' } };
 
-function client(url: string | undefined): GatewayClient {
-  return new GatewayClient((url ?? process.env['INFERGATE_URL'] ?? 'http://127.0.0.1:8080').replace(/\/$/, ''));
+function client(v: { url?: string | undefined; token?: string | undefined }): GatewayClient {
+  return new GatewayClient((v.url ?? process.env['INFERGATE_URL'] ?? 'http://127.0.0.1:8080').replace(/\/$/, ''), v.token ?? process.env['INFERGATE_TOKEN']);
 }
 
 const out = (s: string): void => {
@@ -30,7 +30,7 @@ export async function modelCommand(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...common, name: { type: 'string' }, version: { type: 'string' }, description: { type: 'string' } } });
   if (values.help || !sub) return out(MODEL_HELP);
-  const api = client(values.url);
+  const api = client(values);
   switch (sub) {
     case 'import': {
       const src = positionals[0];
@@ -89,7 +89,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
     options: { ...common, name: { type: 'string' }, model: { type: 'string', multiple: true }, weight: { type: 'string', multiple: true }, instances: { type: 'string' }, auth: { type: 'string' }, file: { type: 'string' }, wait: { type: 'boolean' } },
   });
   if (values.help || !sub) return out(SERVICE_HELP);
-  const api = client(values.url);
+  const api = client(values);
   switch (sub) {
     case 'deploy': {
       const body = values.file ? JSON.parse(readFileSync(values.file, 'utf8')) : deployBody(values);
@@ -166,6 +166,6 @@ export async function predictCommand(argv: string[]): Promise<void> {
   const service = positionals[0];
   if (!service || !values.data) throw new Error(`usage: ${PREDICT_HELP.split('\n')[0]}`);
   const body = readFileSync(values.data, 'utf8');
-  const answer = await client(values.url).request('POST', `/v1/infers/${encodeURIComponent(service)}`, body, { 'content-type': values['content-type'] ?? 'application/json' });
+  const answer = await client(values).request('POST', `/v1/infers/${encodeURIComponent(service)}`, body, { 'content-type': values['content-type'] ?? 'application/json' });
   out(typeof answer === 'string' ? answer : JSON.stringify(answer, null, 2));
 }

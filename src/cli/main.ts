@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { ConfigError, loadConfig } from '../config/config.js';
-import { startGateway } from '../gateway.js';
+import { adminToken, startGateway } from '../gateway.js';
 import { VERSION } from '../version.js';
 import { ApiError } from './client.js';
 import { MODEL_HELP, PREDICT_HELP, SERVICE_HELP, modelCommand, predictCommand, serviceCommand } from './commands.js';
@@ -14,11 +14,12 @@ Usage:
   ${MODEL_HELP.replaceAll('\n', '\n  ')}
   ${SERVICE_HELP.replaceAll('\n', '\n  ')}
   ${PREDICT_HELP.replaceAll('\n', '\n  ')}
+  infergate token [--data-dir D]       a fresh admin token from the data dir
   infergate --version
   infergate <command> --help
 
 The model, service and predict commands talk to a running gateway: --url or INFERGATE_URL
-(default http://127.0.0.1:8080).
+(default http://127.0.0.1:8080), with --token or INFERGATE_TOKEN.
 
 serve   Deploys every model package under the models directory as a service of the same name
         (plus the services in the config file) and serves the inference API.
@@ -56,6 +57,9 @@ async function serve(argv: string[]): Promise<void> {
   const base = `http://${cfg.server.host}:${gw.port}`;
   const names = gw.table.all().map((s) => s.name);
   process.stdout.write(`infergate listening on ${base}\n`);
+  if (gw.firstAdminToken) {
+    process.stdout.write(`admin token (shown once; \`infergate token\` prints a new one):\n${gw.firstAdminToken}\n`);
+  }
   if (names.length) {
     process.stdout.write(`services: ${names.join(', ')}\n`);
     if (names.includes('iris')) {
@@ -84,6 +88,17 @@ async function serve(argv: string[]): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
+/** `infergate token`: a fresh admin token, signed with the key in the data dir (no server needed). */
+async function tokenCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' }, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write('infergate token [--data-dir D] [--config gateway.yaml]\n    prints a new access token for the admin user, from the data dir\n');
+    return;
+  }
+  const cfg = loadConfig({ file: values.config, env: process.env, flags: { dataDir: values['data-dir'] } });
+  process.stdout.write(`${await adminToken(cfg.data_dir)}\n`);
+}
+
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   switch (cmd) {
@@ -95,6 +110,8 @@ async function main(): Promise<void> {
       return serviceCommand(rest);
     case 'predict':
       return predictCommand(rest);
+    case 'token':
+      return tokenCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`);

@@ -94,7 +94,7 @@ export class ServiceManager {
     const row: Row = { id: randomUUID(), project_id: projectId, name, description: spec.description, status: 'deploying', spec: JSON.stringify(spec), stable_spec: null, created_at: now, updated_at: now };
     this.db.prepare('INSERT INTO services (id, project_id, name, description, status, spec, stable_spec, created_at, updated_at) VALUES (@id, @project_id, @name, @description, @status, @spec, @stable_spec, @created_at, @updated_at)').run(row);
     this.event(row.id, 'Normal', 'The service starts to deploy.');
-    this.publish(makeService(row.id, name, 'deploying', spec.auth, []));
+    this.publish(makeService(row.id, name, row.project_id, 'deploying', spec.auth, []));
     this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
     return this.view(row);
   }
@@ -155,7 +155,7 @@ export class ServiceManager {
     this.allow(row, 'stop');
     this.setStatus(row.id, 'stopped');
     const old = this.live.get(row.id);
-    this.publish(makeService(row.id, row.name, 'stopped', (JSON.parse(row.spec) as ServiceSpec).auth, []));
+    this.publish(makeService(row.id, row.name, row.project_id, 'stopped', (JSON.parse(row.spec) as ServiceSpec).auth, []));
     this.event(row.id, 'Normal', `Service ${row.name} stopped.`);
     this.enqueue(row.id, () => this.retire(old?.versions ?? [], []));
     return this.get(row.id);
@@ -215,7 +215,7 @@ export class ServiceManager {
           continue;
         case 'stopped':
         case 'failed':
-          this.publish(makeService(row.id, row.name, row.status, desired.auth, []));
+          this.publish(makeService(row.id, row.name, row.project_id, row.status, desired.auth, []));
           continue;
         default: {
           if (stable && row.spec !== row.stable_spec && row.status !== 'deploying') {
@@ -224,7 +224,7 @@ export class ServiceManager {
           }
           const spec = row.status === 'deploying' ? desired : (stable ?? desired);
           this.setStatus(row.id, 'deploying');
-          this.publish(makeService(row.id, row.name, 'deploying', spec.auth, []));
+          this.publish(makeService(row.id, row.name, row.project_id, 'deploying', spec.auth, []));
           this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
         }
       }
@@ -254,7 +254,7 @@ export class ServiceManager {
         return;
       }
       this.setStatus(id, 'failed');
-      this.publish(makeService(id, row.name, 'failed', spec.auth, []));
+      this.publish(makeService(id, row.name, row.project_id, 'failed', spec.auth, []));
       this.event(id, 'Abnormal', timedOut ? `Service deployment timed out. Error: ${msg}` : `Failed to deploy the service. Error: ${msg}`);
       return;
     }
@@ -264,7 +264,7 @@ export class ServiceManager {
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec), spec: JSON.stringify(spec) });
     this.setStatus(id, 'running');
-    this.publish(makeService(id, row.name, 'running', spec.auth, versions));
+    this.publish(makeService(id, row.name, row.project_id, 'running', spec.auth, versions));
     this.event(id, 'Normal', `Service ${row.name} started.`);
     await this.retire(before?.versions ?? [], versions);
   }
@@ -286,7 +286,7 @@ export class ServiceManager {
       return;
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec) });
-    this.publish(makeService(id, row.name, this.row(id).status, spec.auth, versions));
+    this.publish(makeService(id, row.name, row.project_id, this.row(id).status, spec.auth, versions));
     this.event(id, 'Normal', 'Service updated.');
     await this.retire(before?.versions ?? [], versions);
   }

@@ -42,6 +42,7 @@ export function versionIdle(v: ServiceVersion): Promise<void> {
 export interface Service {
   id: string;
   name: string;
+  projectId: string;
   status: ServiceStatus;
   auth: 'none' | 'token';
   versions: ServiceVersion[];
@@ -49,10 +50,10 @@ export interface Service {
   cumulativeWeights: number[];
 }
 
-export function makeService(id: string, name: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[]): Service {
+export function makeService(id: string, name: string, projectId: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[]): Service {
   let sum = 0;
   const cumulativeWeights = versions.map((v) => (sum += v.weight));
-  return { id, name, status, auth, versions, cumulativeWeights };
+  return { id, name, projectId, status, auth, versions, cumulativeWeights };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {

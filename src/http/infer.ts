@@ -8,6 +8,8 @@ import { asGatewayError, GatewayError, notFound } from '../errors.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { tokenOf, type Access } from '../auth/access.js';
+import type { Principal } from '../auth/tokens.js';
 import { routeParam } from './params.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 
@@ -29,6 +31,8 @@ class InferCall implements Job {
   decoded: Decoded | null = null;
   /** Over the body limit: the rest is read and dropped, so the client is reading when the 413 comes. */
   discarding = false;
+  /** A token whose verification is still running (not in the cache yet): the request waits for it. */
+  pendingAuth: Promise<unknown> | null = null;
   private chunks: Buffer[] | null = null;
   private received = 0;
 
@@ -73,6 +77,12 @@ class InferCall implements Job {
     } catch (err) {
       if (!(err instanceof GatewayError)) this.front.log(err);
       this.reply(errorReply(asGatewayError(err)));
+      return;
+    }
+    if (this.pendingAuth) {
+      this.pendingAuth.then(() => {
+        if (!this.cancelled) this.version.runner.submit(this);
+      }, (err: unknown) => this.reject(asGatewayError(err)));
       return;
     }
     this.version.runner.submit(this);
@@ -144,6 +154,7 @@ export class InferenceFront {
     readonly table: RoutingTable,
     readonly limits: InferLimits,
     private readonly metrics: Metrics,
+    private readonly access: Access,
     readonly log: (err: unknown) => void,
   ) {
     const tick = Math.max(5, Math.min(250, Math.floor(limits.request_timeout_ms / 5)));
@@ -165,6 +176,20 @@ export class InferenceFront {
     const requestId = req.getHeader('x-request-id') || newRequestId();
     const service = this.table.get(key);
     if (!service) return this.refuse(res, requestId, notFound(`service '${key}' does not exist`, 'ServiceNotFound'));
+    let pendingAuth: Promise<unknown> | null = null;
+    if (service.auth === 'token') {
+      try {
+        const principal = this.access.authenticate(tokenOf(req.getHeader('x-auth-token'), req.getHeader('authorization')));
+        if (principal instanceof Promise) {
+          pendingAuth = principal.then((p) => this.authorize(p, service));
+          // Handled when the body is in; until then a refusal must not count as unhandled.
+          pendingAuth.catch(() => undefined);
+        }
+        else this.authorize(principal, service);
+      } catch (err) {
+        return this.refuse(res, requestId, asGatewayError(err));
+      }
+    }
     const unavailable = statusError(service);
     if (unavailable) return this.refuse(res, requestId, unavailable);
     let version: ServiceVersion | undefined;
@@ -187,9 +212,14 @@ export class InferenceFront {
     const call = new InferCall(this, res, requestId, startedAt, version, req.getHeader('content-type').toLowerCase(), ihLength);
     versionAcquired(version);
     if (declared > this.limits.max_body_bytes) call.discarding = true;
+    call.pendingAuth = pendingAuth;
     this.live.add(call);
     res.onAborted(() => call.abort());
     res.onData((chunk, isLast) => call.onData(chunk, isLast));
+  }
+
+  private authorize(p: Principal, service: Service): void {
+    this.access.require(p, service.projectId, 'infer', `inference on service '${service.name}'`);
   }
 
   private refuse(res: HttpResponse, requestId: string, err: GatewayError, close = false): void {

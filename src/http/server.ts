@@ -7,6 +7,7 @@ import { v2Datatype } from '../codecs/v2.js';
 import type { IoSpec } from '../runtime/onnx/signature.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceFront, type InferLimits } from './infer.js';
+import type { Access } from '../auth/access.js';
 import { registerManagement, type ManagementDeps } from './manage.js';
 import { routeParam } from './params.js';
 import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
@@ -26,6 +27,7 @@ export interface HttpServerOptions {
   version: string;
   logError: (err: unknown) => void;
   management?: Omit<ManagementDeps, 'logError'>;
+  access: Access;
 }
 
 /** Inference routes: [pattern, route parameter holding the service, parameter holding the version]. */
@@ -49,7 +51,7 @@ export class HttpServer {
   private listenSocket: us_listen_socket | null = null;
 
   constructor(private readonly opts: HttpServerOptions) {
-    this.front = new InferenceFront(opts.table, opts.limits, opts.metrics, opts.logError);
+    this.front = new InferenceFront(opts.table, opts.limits, opts.metrics, opts.access, opts.logError);
     const app = (this.app = uWS.App());
     for (const [pattern, svc, ver] of INFER_ROUTES) {
       app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver));

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const MAIN = path.join(ROOT, 'dist/src/cli/main.js');
 export const SAMPLE_MODELS = path.join(ROOT, 'models');
+/** Every test gateway accepts this admin token (INFERGATE_ADMIN_TOKEN), unless a test says otherwise. */
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
 export interface RunningGateway {
   url: string;
@@ -42,7 +44,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
     writeFileSync(file, JSON.stringify(opts.config));
     args.push('--config', file);
   }
-  const proc = spawn(process.execPath, args, { env: { ...process.env, INFERGATE_LOG_LEVEL: 'warn', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, args, { env: { ...process.env, INFERGATE_LOG_LEVEL: 'warn', INFERGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -114,8 +116,9 @@ export async function metric(url: string, sample: string): Promise<number> {
 }
 
 /** A management API call with a JSON body (or none). */
-export function api(gw: RunningGateway, method: string, path: string, body?: unknown): Promise<Answer> {
-  return request(`${gw.url}${path}`, body === undefined ? { method } : { method, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+export function api(gw: RunningGateway, method: string, path: string, body?: unknown, token: string | null = ADMIN_TOKEN): Promise<Answer> {
+  const auth: Record<string, string> = token ? { 'x-auth-token': token } : {};
+  return request(`${gw.url}${path}`, body === undefined ? { method, headers: auth } : { method, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...auth } });
 }
 
 /** Waits until a service reaches `status` (and is not mid-update); fails fast on an unexpected final status. */
@@ -135,5 +138,5 @@ export function upload(gw: RunningGateway, metadata: Record<string, unknown>, fi
   const form = new FormData();
   form.append('metadata', JSON.stringify(metadata));
   form.append('file', new Blob([data]), filename);
-  return request(`${gw.url}/v1/models`, { method: 'POST', body: form });
+  return request(`${gw.url}/v1/models`, { method: 'POST', body: form, headers: { 'x-auth-token': ADMIN_TOKEN } });
 }
