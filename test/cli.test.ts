@@ -90,3 +90,25 @@ describe('deployment timeout', () => {
     }
   });
 });
+
+describe('the admin token', () => {
+  test('the first start prints one once; `infergate token` prints a new one from the data dir', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), env: { INFERGATE_ADMIN_TOKEN: '' } });
+    const printed = /admin token \(shown once; `infergate token` prints a new one\):\n(\S+)\n/.exec(gw.stdout());
+    assert.ok(printed, gw.stdout());
+    assert.equal((await api(gw, 'GET', '/v1/services', undefined, printed[1]!)).status, 200);
+    await gw.stop();
+    const again = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), env: { INFERGATE_ADMIN_TOKEN: '' }, dataDir: gw.dataDir });
+    try {
+      assert.doesNotMatch(again.stdout(), /admin token/, 'shown once only');
+      const fresh = await cli(null, 'token', '--data-dir', gw.dataDir);
+      assert.equal(fresh.code, 0, fresh.stderr);
+      assert.equal((await api(again, 'GET', '/v1/services', undefined, fresh.stdout.trim())).status, 200);
+      const none = await cli(null, 'token', '--data-dir', path.join(gw.dataDir, 'nope'));
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /no gateway data in .*nope: start `infergate serve` there once first/);
+    } finally {
+      await again.stop();
+    }
+  });
+});

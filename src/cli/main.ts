@@ -56,10 +56,11 @@ async function serve(argv: string[]): Promise<void> {
   const gw = await startGateway(cfg, log);
   const base = `http://${cfg.server.host}:${gw.port}`;
   const names = gw.table.all().map((s) => s.name);
-  process.stdout.write(`infergate listening on ${base}\n`);
+  // The token first: whoever waits for the listening line has it already.
   if (gw.firstAdminToken) {
     process.stdout.write(`admin token (shown once; \`infergate token\` prints a new one):\n${gw.firstAdminToken}\n`);
   }
+  process.stdout.write(`infergate listening on ${base}\n`);
   if (names.length) {
     process.stdout.write(`services: ${names.join(', ')}\n`);
     if (names.includes('iris')) {

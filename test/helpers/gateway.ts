@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after } from 'node:test';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const MAIN = path.join(ROOT, 'dist/src/cli/main.js');
@@ -31,6 +32,12 @@ export interface GatewayOptions {
   dataDir?: string;
 }
 
+/** Gateways still running when a test file ends (a failed test skipped its stop) are killed then. */
+const running = new Set<ChildProcess>();
+after(() => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
 export function tempDir(prefix = 'infergate-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
@@ -49,6 +56,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  running.add(proc);
+  void exited.then(() => running.delete(proc));
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
