@@ -5,6 +5,7 @@ import { OnnxRunner } from '../runtime/onnx/runner.js';
 import type { Db } from '../store/db.js';
 import type { EventLevel, EventLog, EventRecord } from '../store/events.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
 import { makeServedBy, makeService, versionIdle, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
@@ -20,6 +21,7 @@ export interface ServiceView {
   updating: boolean;
   auth: 'none' | 'token';
   timeout_minutes: number;
+  traffic_limit: number | null;
   versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
   created_at: string;
   updated_at: string;
@@ -47,6 +49,7 @@ export class ServiceManager {
   private readonly live = new Map<string, Service>();
   private readonly chains = new Map<string, Promise<void>>();
   private readonly updating = new Set<string>();
+  private readonly limiters = new Map<string, TokenBucket>();
 
   constructor(
     private readonly db: Db,
@@ -264,7 +267,7 @@ export class ServiceManager {
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec), spec: JSON.stringify(spec) });
     this.setStatus(id, 'running');
-    this.publish(makeService(id, row.name, row.project_id, 'running', spec.auth, versions));
+    this.publish(makeService(id, row.name, row.project_id, 'running', spec.auth, versions, this.limiterFor(id, spec)));
     this.event(id, 'Normal', `Service ${row.name} started.`);
     await this.retire(before?.versions ?? [], versions);
   }
@@ -286,7 +289,7 @@ export class ServiceManager {
       return;
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec) });
-    this.publish(makeService(id, row.name, row.project_id, this.row(id).status, spec.auth, versions));
+    this.publish(makeService(id, row.name, row.project_id, this.row(id).status, spec.auth, versions, this.limiterFor(id, spec)));
     this.event(id, 'Normal', 'Service updated.');
     await this.retire(before?.versions ?? [], versions);
   }
@@ -362,6 +365,20 @@ export class ServiceManager {
 
   // ---- helpers ----
 
+  /** The service's bucket: the same one while its traffic_limit is unchanged. */
+  private limiterFor(id: string, spec: ServiceSpec): TokenBucket | null {
+    const rate = spec.traffic_limit ?? null;
+    const current = this.limiters.get(id);
+    if (rate === null) {
+      this.limiters.delete(id);
+      return null;
+    }
+    if (current?.rate === rate) return current;
+    const bucket = new TokenBucket(rate);
+    this.limiters.set(id, bucket);
+    return bucket;
+  }
+
   /** A deletion asked for while the service deployed: what was just started is closed instead. */
   private stillWanted(id: string): boolean {
     const r = this.db.prepare('SELECT status FROM services WHERE id = ?').get(id) as { status: ServiceStatus } | undefined;
@@ -428,6 +445,7 @@ export class ServiceManager {
     return {
       id: r.id, name: r.name, project, description: r.description, status: r.status, updating: this.updating.has(r.id), auth: spec.auth,
       timeout_minutes: spec.timeout_minutes,
+      traffic_limit: spec.traffic_limit ?? null,
       versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),
     };

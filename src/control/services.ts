@@ -1,5 +1,6 @@
 import { servedBy, type ServedBy } from '../codecs/types.js';
 import type { OnnxRunner } from '../runtime/onnx/runner.js';
+import type { TokenBucket } from '../traffic/bucket.js';
 import type { VersionMetrics } from '../telemetry/metrics.js';
 
 export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | 'alarm' | 'failed' | 'deleting';
@@ -45,15 +46,17 @@ export interface Service {
   projectId: string;
   status: ServiceStatus;
   auth: 'none' | 'token';
+  /** traffic_limit's bucket; kept across updates so a rolling update does not refill it. */
+  limiter: TokenBucket | null;
   versions: ServiceVersion[];
   /** Running sums of weights, for drawing a version (gray release). */
   cumulativeWeights: number[];
 }
 
-export function makeService(id: string, name: string, projectId: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[]): Service {
+export function makeService(id: string, name: string, projectId: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[], limiter: TokenBucket | null = null): Service {
   let sum = 0;
   const cumulativeWeights = versions.map((v) => (sum += v.weight));
-  return { id, name, projectId, status, auth, versions, cumulativeWeights };
+  return { id, name, projectId, status, auth, limiter, versions, cumulativeWeights };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {

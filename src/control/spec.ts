@@ -19,6 +19,8 @@ export interface ServiceSpec {
   description: string;
   auth: 'none' | 'token';
   timeout_minutes: number;
+  /** Requests per second the service admits (token bucket), or null for no limit. */
+  traffic_limit: number | null;
   versions: VersionSpec[];
 }
 
@@ -96,7 +98,9 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   if (typeof description !== 'string') throw badRequest(`'description' must be a string`, 'BadSpec');
   const timeout = body['timeout_minutes'] ?? base?.timeout_minutes ?? 20;
   if (typeof timeout !== 'number' || !(timeout > 0)) throw badRequest(`'timeout_minutes' must be a positive number`, 'BadSpec');
-  return { description, auth, timeout_minutes: timeout, versions };
+  const limit = body['traffic_limit'] === undefined ? (base?.traffic_limit ?? null) : body['traffic_limit'];
+  if (limit !== null && (typeof limit !== 'number' || !(limit > 0))) throw badRequest(`'traffic_limit' must be a positive number of requests per second, or null for none`, 'BadSpec');
+  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions };
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */

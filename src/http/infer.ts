@@ -192,6 +192,10 @@ export class InferenceFront {
     }
     const unavailable = statusError(service);
     if (unavailable) return this.refuse(res, requestId, unavailable);
+    if (service.limiter) {
+      const wait = service.limiter.take(startedAt);
+      if (wait > 0) return this.refuse(res, requestId, overLimit(service.name, service.limiter.rate, wait));
+    }
     let version: ServiceVersion | undefined;
     if (versionParam >= 0) {
       const wanted = routeParam(req, versionParam);
@@ -254,6 +258,11 @@ export class InferenceFront {
   close(): void {
     clearInterval(this.sweeper);
   }
+}
+
+function overLimit(name: string, rate: number, waitSeconds: number): GatewayError {
+  const after = Math.max(1, Math.ceil(waitSeconds));
+  return new GatewayError(429, 'TrafficLimit', `service '${name}' is over its traffic limit of ${rate} requests/s; retry after ${after} s`, { 'Retry-After': String(after) });
 }
 
 function statusError(s: Service): GatewayError | null {
