@@ -1,0 +1,256 @@
+/**
+ * Routing-rule conditions (SPEC §7.3): the SpEL subset ModelArts accepts, with Java semantics so
+ * rules port unchanged — `String.hashCode()` over UTF-16 units in 32-bit signed arithmetic, `%`
+ * keeping the dividend's sign, `matches` as a whole-string match. A condition is parsed once,
+ * when the service is created or updated, into a closure the data plane calls per request.
+ */
+
+export const BUILTIN_VARIABLES = ['DOMAIN_NAME', 'DOMAIN_ID', 'PROJECT_NAME', 'PROJECT_ID', 'USER_NAME', 'USER_ID'] as const;
+export type BuiltinVariable = (typeof BUILTIN_VARIABLES)[number];
+
+/** What a condition may read about a request. */
+export interface RuleInput {
+  variable(name: BuiltinVariable): string | null;
+  /** A request header by lower-case name, or null when absent. */
+  header(name: string): string | null;
+}
+
+export type Condition = (input: RuleInput) => boolean;
+
+export class RuleSyntaxError extends Error {
+  constructor(message: string, readonly position: number) {
+    super(`${message} at position ${position}`);
+  }
+}
+
+type Value = string | number | boolean | null;
+type Expr = (input: RuleInput) => Value;
+
+interface Token { kind: 'var' | 'str' | 'int' | 'op' | 'word' | 'end'; text: string; pos: number; value?: string | number }
+
+const OPS = ['==', '!=', '<=', '>=', '&&', '||', '<', '>', '!', '%', '(', ')', '.'];
+
+function tokenize(src: string): Token[] {
+  const out: Token[] = [];
+  let i = 0;
+  while (i < src.length) {
+    const c = src[i]!;
+    if (/\s/.test(c)) { i++; continue; }
+    const pos = i + 1;
+    if (c === '#') {
+      const m = /^#([A-Za-z_][A-Za-z0-9_-]*)/.exec(src.slice(i));
+      if (!m) throw new RuleSyntaxError(`'#' must start a variable such as #HEADER_uid or #USER_NAME`, pos);
+      out.push({ kind: 'var', text: m[0], pos, value: m[1]! });
+      i += m[0].length;
+    } else if (c === "'") {
+      let j = i + 1;
+      let s = '';
+      for (;;) {
+        if (j >= src.length) throw new RuleSyntaxError('unterminated string', pos);
+        if (src[j] === "'") {
+          if (src[j + 1] === "'") { s += "'"; j += 2; continue; }
+          break;
+        }
+        s += src[j++];
+      }
+      out.push({ kind: 'str', text: src.slice(i, j + 1), pos, value: s });
+      i = j + 1;
+    } else if (/[0-9]/.test(c) || (c === '-' && /[0-9]/.test(src[i + 1] ?? '') && !/^(var|str|int)$/.test(out.at(-1)?.kind ?? '') && out.at(-1)?.text !== ')')) {
+      const m = /^-?[0-9]+/.exec(src.slice(i))!;
+      const n = Number(m[0]);
+      if (!Number.isSafeInteger(n) || n > 2147483647 || n < -2147483648) throw new RuleSyntaxError(`integer ${m[0]} is out of the 32-bit range`, pos);
+      out.push({ kind: 'int', text: m[0], pos, value: n });
+      i += m[0].length;
+    } else if (/[A-Za-z]/.test(c)) {
+      const m = /^[A-Za-z]+/.exec(src.slice(i))!;
+      out.push({ kind: 'word', text: m[0], pos });
+      i += m[0].length;
+    } else {
+      const op = OPS.find((o) => src.startsWith(o, i));
+      if (!op) throw new RuleSyntaxError(`unexpected character '${c}'`, pos);
+      out.push({ kind: 'op', text: op, pos });
+      i += op.length;
+    }
+  }
+  out.push({ kind: 'end', text: 'end of condition', pos: src.length + 1 });
+  return out;
+}
+
+/** Java's String.hashCode: s[0]*31^(n-1) + … over UTF-16 code units, in 32-bit signed arithmetic. */
+export function javaHashCode(s: string): number {
+  let h = 0;
+  for (let i = 0; i < s.length; i++) h = (Math.imul(31, h) + s.charCodeAt(i)) | 0;
+  return h;
+}
+
+/** Java's % on ints: truncated division, the result takes the dividend's sign (as JS % does). */
+const javaMod = (a: number, b: number): number => a % b | 0;
+
+class Parser {
+  private i = 0;
+  constructor(private readonly tokens: Token[]) {}
+
+  private peek(): Token { return this.tokens[this.i]!; }
+  private next(): Token { return this.tokens[this.i++]!; }
+  private fail(t: Token, expected: string): never {
+    throw new RuleSyntaxError(`unexpected ${t.kind === 'end' ? 'end of condition' : `'${t.text}'`}; expected ${expected}`, t.pos);
+  }
+  private accept(text: string): boolean {
+    if (this.peek().kind === 'op' || this.peek().kind === 'word') {
+      if (this.peek().text === text) { this.i++; return true; }
+    }
+    return false;
+  }
+
+  parse(): Expr {
+    const e = this.or();
+    if (this.peek().kind !== 'end') this.fail(this.peek(), "'&&', '||' or the end of the condition");
+    return e;
+  }
+
+  private or(): Expr {
+    let left = this.and();
+    while (this.accept('||')) {
+      const l = left, r = this.and();
+      left = (x) => truthy(l(x)) || truthy(r(x));
+    }
+    return left;
+  }
+
+  private and(): Expr {
+    let left = this.not();
+    while (this.accept('&&')) {
+      const l = left, r = this.not();
+      left = (x) => truthy(l(x)) && truthy(r(x));
+    }
+    return left;
+  }
+
+  private not(): Expr {
+    if (this.accept('!')) {
+      const e = this.not();
+      return (x) => !truthy(e(x));
+    }
+    return this.comparison();
+  }
+
+  private comparison(): Expr {
+    const left = this.mod();
+    const t = this.peek();
+    const op = t.text;
+    if (t.kind === 'word' && op === 'matches') {
+      this.next();
+      const pat = this.next();
+      if (pat.kind !== 'str') this.fail(pat, "a quoted regular expression after 'matches'");
+      let re: RegExp;
+      try {
+        re = new RegExp(`^(?:${pat.value as string})$`, 'u');
+      } catch (err) {
+        throw new RuleSyntaxError(`invalid regular expression: ${(err as Error).message}`, pat.pos);
+      }
+      return (x) => {
+        const v = left(x);
+        return typeof v === 'string' && re.test(v);
+      };
+    }
+    if (t.kind === 'op' && ['==', '!=', '<', '<=', '>', '>='].includes(op)) {
+      this.next();
+      const right = this.mod();
+      switch (op) {
+        case '==': return (x) => equal(left(x), right(x));
+        case '!=': return (x) => !equal(left(x), right(x));
+        default: return (x) => compare(op, left(x), right(x));
+      }
+    }
+    return left;
+  }
+
+  private mod(): Expr {
+    let left = this.postfix();
+    while (this.accept('%')) {
+      const l = left, r = this.postfix();
+      left = (x) => {
+        const a = l(x), b = r(x);
+        if (typeof a !== 'number' || typeof b !== 'number' || b === 0) return null;
+        return javaMod(a, b);
+      };
+    }
+    return left;
+  }
+
+  private postfix(): Expr {
+    let e = this.primary();
+    while (this.accept('.')) {
+      const m = this.next();
+      if (m.kind !== 'word' || m.text !== 'hashCode') this.fail(m, "'hashCode' (the one method conditions may call)");
+      if (!this.accept('(')) this.fail(this.peek(), "'(' after hashCode");
+      if (!this.accept(')')) this.fail(this.peek(), "')'");
+      const inner = e;
+      e = (x) => {
+        const v = inner(x);
+        return typeof v === 'string' ? javaHashCode(v) : null;
+      };
+    }
+    return e;
+  }
+
+  private primary(): Expr {
+    const t = this.next();
+    switch (t.kind) {
+      case 'str': { const v = t.value as string; return () => v; }
+      case 'int': { const v = t.value as number; return () => v; }
+      case 'var': return variable(t);
+      case 'op':
+        if (t.text === '(') {
+          const e = this.or();
+          if (!this.accept(')')) this.fail(this.peek(), "')'");
+          return e;
+        }
+        return this.fail(t, 'a variable, a quoted string, an integer or (');
+      case 'word':
+        if (t.text === 'true' || t.text === 'false') { const v = t.text === 'true'; return () => v; }
+        return this.fail(t, 'a variable (#NAME), a quoted string, an integer or (');
+      default:
+        return this.fail(t, 'a variable, a quoted string, an integer or (');
+    }
+  }
+}
+
+function variable(t: Token): Expr {
+  const name = t.value as string;
+  if (name.startsWith('HEADER_') && name.length > 7) {
+    const header = name.slice(7).toLowerCase();
+    return (x) => x.header(header);
+  }
+  if ((BUILTIN_VARIABLES as readonly string[]).includes(name)) return (x) => x.variable(name as BuiltinVariable);
+  throw new RuleSyntaxError(`unknown variable #${name}; expected #HEADER_<name> or one of ${BUILTIN_VARIABLES.map((v) => '#' + v).join(', ')}`, t.pos);
+}
+
+const truthy = (v: Value): boolean => v === true;
+
+function equal(a: Value, b: Value): boolean {
+  if (a === null || b === null) return false;
+  return a === b;
+}
+
+function compare(op: string, a: Value, b: Value): boolean {
+  if (typeof a !== 'number' || typeof b !== 'number') return false;
+  switch (op) {
+    case '<': return a < b;
+    case '<=': return a <= b;
+    case '>': return a > b;
+    default: return a >= b;
+  }
+}
+
+/** Parses a condition; throws RuleSyntaxError naming the position (1-based) of the problem. */
+export function parseCondition(src: string): Condition {
+  if (src.trim() === '') throw new RuleSyntaxError('the condition is empty', 1);
+  const e = new Parser(tokenize(src)).parse();
+  return (input) => e(input) === true;
+}
+
+/** The headers a condition reads, so the data plane copies only those from the request. */
+export function headersOf(src: string): string[] {
+  return [...src.matchAll(/#HEADER_([A-Za-z0-9_-]+)/g)].map((m) => m[1]!.toLowerCase());
+}
