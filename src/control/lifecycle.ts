@@ -8,8 +8,9 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
-import { makeServedBy, makeService, versionIdle, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
-import { SERVICE_NAME, parseServiceSpec, versionKey, type ServiceSpec, type VersionSpec } from './spec.js';
+import { makeServedBy, makeService, versionIdle, type CompiledRules, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
+import { SERVICE_NAME, parseServiceSpec, versionKey, type RuleSpec, type ServiceSpec, type VersionSpec } from './spec.js';
+import { headersOf, parseCondition } from '../traffic/rules.js';
 
 export interface ServiceView {
   id: string;
@@ -22,6 +23,7 @@ export interface ServiceView {
   auth: 'none' | 'token';
   timeout_minutes: number;
   traffic_limit: number | null;
+  rules: RuleSpec[];
   versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
   created_at: string;
   updated_at: string;
@@ -97,7 +99,7 @@ export class ServiceManager {
     const row: Row = { id: randomUUID(), project_id: projectId, name, description: spec.description, status: 'deploying', spec: JSON.stringify(spec), stable_spec: null, created_at: now, updated_at: now };
     this.db.prepare('INSERT INTO services (id, project_id, name, description, status, spec, stable_spec, created_at, updated_at) VALUES (@id, @project_id, @name, @description, @status, @spec, @stable_spec, @created_at, @updated_at)').run(row);
     this.event(row.id, 'Normal', 'The service starts to deploy.');
-    this.publish(makeService(row.id, name, row.project_id, 'deploying', spec.auth, []));
+    this.publish(this.service(row, 'deploying', spec, []));
     this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
     return this.view(row);
   }
@@ -158,7 +160,7 @@ export class ServiceManager {
     this.allow(row, 'stop');
     this.setStatus(row.id, 'stopped');
     const old = this.live.get(row.id);
-    this.publish(makeService(row.id, row.name, row.project_id, 'stopped', (JSON.parse(row.spec) as ServiceSpec).auth, []));
+    this.publish(this.service(row, 'stopped', JSON.parse(row.spec) as ServiceSpec, []));
     this.event(row.id, 'Normal', `Service ${row.name} stopped.`);
     this.enqueue(row.id, () => this.retire(old?.versions ?? [], []));
     return this.get(row.id);
@@ -218,7 +220,7 @@ export class ServiceManager {
           continue;
         case 'stopped':
         case 'failed':
-          this.publish(makeService(row.id, row.name, row.project_id, row.status, desired.auth, []));
+          this.publish(this.service(row, row.status, desired, []));
           continue;
         default: {
           if (stable && row.spec !== row.stable_spec && row.status !== 'deploying') {
@@ -227,7 +229,7 @@ export class ServiceManager {
           }
           const spec = row.status === 'deploying' ? desired : (stable ?? desired);
           this.setStatus(row.id, 'deploying');
-          this.publish(makeService(row.id, row.name, row.project_id, 'deploying', spec.auth, []));
+          this.publish(this.service(row, 'deploying', spec, []));
           this.enqueue(row.id, () => this.deploy(row.id, spec, 'deploy'));
         }
       }
@@ -257,7 +259,7 @@ export class ServiceManager {
         return;
       }
       this.setStatus(id, 'failed');
-      this.publish(makeService(id, row.name, row.project_id, 'failed', spec.auth, []));
+      this.publish(this.service(row, 'failed', spec, []));
       this.event(id, 'Abnormal', timedOut ? `Service deployment timed out. Error: ${msg}` : `Failed to deploy the service. Error: ${msg}`);
       return;
     }
@@ -267,7 +269,7 @@ export class ServiceManager {
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec), spec: JSON.stringify(spec) });
     this.setStatus(id, 'running');
-    this.publish(makeService(id, row.name, row.project_id, 'running', spec.auth, versions, this.limiterFor(id, spec)));
+    this.publish(this.service(row, 'running', spec, versions));
     this.event(id, 'Normal', `Service ${row.name} started.`);
     await this.retire(before?.versions ?? [], versions);
   }
@@ -289,7 +291,7 @@ export class ServiceManager {
       return;
     }
     this.setRow(id, { stable_spec: JSON.stringify(spec) });
-    this.publish(makeService(id, row.name, row.project_id, this.row(id).status, spec.auth, versions, this.limiterFor(id, spec)));
+    this.publish(this.service(row, this.row(id).status, spec, versions));
     this.event(id, 'Normal', 'Service updated.');
     await this.retire(before?.versions ?? [], versions);
   }
@@ -364,6 +366,17 @@ export class ServiceManager {
   }
 
   // ---- helpers ----
+
+  /** The data plane's view of a service: versions to serve, its bucket, its compiled rules. */
+  private service(row: Row, status: ServiceStatus, spec: ServiceSpec, versions: ServiceVersion[]): Service {
+    const projectName = (this.db.prepare('SELECT name FROM projects WHERE id = ?').get(row.project_id) as { name: string } | undefined)?.name ?? '';
+    const serving = versions.length > 0;
+    return makeService({
+      id: row.id, name: row.name, projectId: row.project_id, projectName, status, auth: spec.auth, versions,
+      limiter: serving ? this.limiterFor(row.id, spec) : null,
+      rules: serving ? compileRules(spec.rules ?? [], versions) : null,
+    });
+  }
 
   /** The service's bucket: the same one while its traffic_limit is unchanged. */
   private limiterFor(id: string, spec: ServiceSpec): TokenBucket | null {
@@ -446,8 +459,22 @@ export class ServiceManager {
       id: r.id, name: r.name, project, description: r.description, status: r.status, updating: this.updating.has(r.id), auth: spec.auth,
       timeout_minutes: spec.timeout_minutes,
       traffic_limit: spec.traffic_limit ?? null,
+      rules: spec.rules ?? [],
       versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),
     };
   }
+}
+
+/** Rules against the versions now deployed (validated at create/update, so each version exists). */
+function compileRules(rules: RuleSpec[], versions: ServiceVersion[]): CompiledRules | null {
+  if (rules.length === 0) return null;
+  return {
+    list: rules.map((r) => ({
+      holds: parseCondition(r.condition),
+      version: versions.find((v) => v.model === r.model && v.modelVersion === r.version)!,
+      setting: r.setting_name !== undefined ? [r.setting_name, r.setting_value!] as [string, string] : null,
+    })),
+    headers: [...new Set(rules.flatMap((r) => headersOf(r.condition)))],
+  };
 }

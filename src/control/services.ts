@@ -1,6 +1,7 @@
 import { servedBy, type ServedBy } from '../codecs/types.js';
 import type { OnnxRunner } from '../runtime/onnx/runner.js';
 import type { TokenBucket } from '../traffic/bucket.js';
+import type { Condition } from '../traffic/rules.js';
 import type { VersionMetrics } from '../telemetry/metrics.js';
 
 export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | 'alarm' | 'failed' | 'deleting';
@@ -40,10 +41,19 @@ export function versionIdle(v: ServiceVersion): Promise<void> {
   return new Promise((resolve) => v.idleWaiters.push(resolve));
 }
 
+/** Routing rules compiled against a service's versions. */
+export interface CompiledRules {
+  list: { holds: Condition; version: ServiceVersion; setting: [string, string] | null }[];
+  /** Headers the conditions read (lower case). */
+  headers: string[];
+}
+
 export interface Service {
   id: string;
   name: string;
   projectId: string;
+  projectName: string;
+  rules: CompiledRules | null;
   status: ServiceStatus;
   auth: 'none' | 'token';
   /** traffic_limit's bucket; kept across updates so a rolling update does not refill it. */
@@ -53,10 +63,22 @@ export interface Service {
   cumulativeWeights: number[];
 }
 
-export function makeService(id: string, name: string, projectId: string, status: ServiceStatus, auth: 'none' | 'token', versions: ServiceVersion[], limiter: TokenBucket | null = null): Service {
+export interface ServiceParts {
+  id: string;
+  name: string;
+  projectId: string;
+  projectName: string;
+  status: ServiceStatus;
+  auth: 'none' | 'token';
+  versions: ServiceVersion[];
+  limiter: TokenBucket | null;
+  rules: CompiledRules | null;
+}
+
+export function makeService(parts: ServiceParts): Service {
   let sum = 0;
-  const cumulativeWeights = versions.map((v) => (sum += v.weight));
-  return { id, name, projectId, status, auth, limiter, versions, cumulativeWeights };
+  const cumulativeWeights = parts.versions.map((v) => (sum += v.weight));
+  return { ...parts, cumulativeWeights };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {

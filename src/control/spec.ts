@@ -1,6 +1,7 @@
 import { badRequest } from '../errors.js';
 import type { BatchingConfig } from '../runtime/onnx/batcher.js';
 import type { Provider } from '../runtime/onnx/providers.js';
+import { parseCondition, RuleSyntaxError } from '../traffic/rules.js';
 
 /** One version of a service as stored: the model version and how to run it. */
 export interface VersionSpec {
@@ -22,6 +23,53 @@ export interface ServiceSpec {
   /** Requests per second the service admits (token bucket), or null for no limit. */
   traffic_limit: number | null;
   versions: VersionSpec[];
+  rules: RuleSpec[];
+}
+
+/** A routing rule (SPEC §7.3): the first whose condition holds sends the request to its version. */
+export interface RuleSpec {
+  condition: string;
+  model: string;
+  version: string;
+  setting_name?: string;
+  setting_value?: string;
+}
+
+const MAX_RULES = 10;
+
+function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw badRequest(`'rules' must be an array of {"condition", "version", "model"?, "setting_name"?, "setting_value"?}`, 'BadSpec');
+  if (raw.length > MAX_RULES) throw badRequest(`'rules' has ${raw.length} rules; at most ${MAX_RULES} are allowed`, 'BadSpec');
+  return raw.map((r, i) => {
+    const at = `rules[${i}]`;
+    if (!isObj(r)) throw badRequest(`${at} must be an object {"condition", "version"}`, 'BadSpec');
+    const known = new Set(['condition', 'version', 'model', 'setting_name', 'setting_value']);
+    const extra = Object.keys(r).find((k) => !known.has(k));
+    if (extra) throw badRequest(`${at}: unknown field '${extra}'; expected ${[...known].join(', ')}`, 'BadSpec');
+    if (typeof r['condition'] !== 'string') throw badRequest(`${at}.condition must be a string such as "#HEADER_uid.hashCode() % 100 < 10"`, 'BadSpec');
+    try {
+      parseCondition(r['condition']);
+    } catch (err) {
+      if (err instanceof RuleSyntaxError) throw badRequest(`${at}.condition: ${err.message}`, 'BadRule');
+      throw err;
+    }
+    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions`, 'BadSpec');
+    const model = r['model'];
+    if (model !== undefined && typeof model !== 'string') throw badRequest(`${at}.model must be a model name`, 'BadSpec');
+    const matches = versions.filter((v) => v.version === r['version'] && (model === undefined || v.model === model));
+    if (matches.length === 0) throw badRequest(`${at}: the service has no version '${r['version']}'${model ? ` of model '${model}'` : ''}`, 'BadSpec');
+    if (matches.length > 1) throw badRequest(`${at}: version '${r['version']}' is ambiguous (several models have it); add "model"`, 'BadSpec');
+    const out: RuleSpec = { condition: r['condition'], model: matches[0]!.model, version: matches[0]!.version };
+    for (const k of ['setting_name', 'setting_value'] as const) {
+      if (r[k] !== undefined) {
+        if (typeof r[k] !== 'string') throw badRequest(`${at}.${k} must be a string`, 'BadSpec');
+        out[k] = r[k] as string;
+      }
+    }
+    if ((out.setting_name === undefined) !== (out.setting_value === undefined)) throw badRequest(`${at}: give setting_name and setting_value together`, 'BadSpec');
+    return out;
+  });
 }
 
 export const SERVICE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -100,7 +148,8 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   if (typeof timeout !== 'number' || !(timeout > 0)) throw badRequest(`'timeout_minutes' must be a positive number`, 'BadSpec');
   const limit = body['traffic_limit'] === undefined ? (base?.traffic_limit ?? null) : body['traffic_limit'];
   if (limit !== null && (typeof limit !== 'number' || !(limit > 0))) throw badRequest(`'traffic_limit' must be a positive number of requests per second, or null for none`, 'BadSpec');
-  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions };
+  const rules = rulesOf(body['rules'] === undefined ? base?.rules : body['rules'], versions);
+  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules };
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */

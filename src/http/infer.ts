@@ -10,6 +10,7 @@ import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { tokenOf, type Access } from '../auth/access.js';
 import type { Principal } from '../auth/tokens.js';
+import type { RuleInput } from '../traffic/rules.js';
 import { routeParam } from './params.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 
@@ -32,7 +33,10 @@ class InferCall implements Job {
   /** Over the body limit: the rest is read and dropped, so the client is reading when the 413 comes. */
   discarding = false;
   /** A token whose verification is still running (not in the cache yet): the request waits for it. */
-  pendingAuth: Promise<unknown> | null = null;
+  pendingAuth: Promise<Principal> | null = null;
+  principal: Principal | null = null;
+  /** The version that serves the call, chosen once the body and the caller are known. */
+  version: ServiceVersion | null = null;
   private chunks: Buffer[] | null = null;
   private received = 0;
 
@@ -41,7 +45,11 @@ class InferCall implements Job {
     readonly res: HttpResponse,
     readonly requestId: string,
     readonly startedAt: number,
-    readonly version: ServiceVersion,
+    readonly service: Service,
+    /** A version named in the path (v2 /versions/{v}), which overrides rules and weights. */
+    readonly pinned: ServiceVersion | null,
+    /** The request headers the service's rules read (copied: HttpRequest dies with the handler). */
+    readonly ruleHeaders: Record<string, string> | null,
     readonly contentType: string,
     readonly inferenceHeaderLength: number,
   ) {}
@@ -70,8 +78,26 @@ class InferCall implements Job {
     } else {
       body = new Uint8Array(chunk);
     }
+    if (this.pendingAuth) {
+      // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer.
+      const kept = this.chunks === null && body.buffer === chunk ? Buffer.from(body) : body;
+      this.pendingAuth.then((p) => {
+        this.principal = p;
+        this.admit(kept);
+      }, (err: unknown) => this.reject(asGatewayError(err)));
+      return;
+    }
+    this.admit(body);
+  }
+
+  /** Body and caller known: route to a version, decode for its model, queue. */
+  private admit(body: Uint8Array): void {
+    if (this.cancelled) return;
+    const version = this.pinned ?? this.front.route(this.service, this);
+    this.version = version;
+    versionAcquired(version);
     try {
-      const decoded = decodeBody(body, { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength }, this.version.runner.signature);
+      const decoded = decodeBody(body, { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength }, version.runner.signature);
       this.decoded = decoded;
       this.request = decoded.request;
     } catch (err) {
@@ -79,18 +105,12 @@ class InferCall implements Job {
       this.reply(errorReply(asGatewayError(err)));
       return;
     }
-    if (this.pendingAuth) {
-      this.pendingAuth.then(() => {
-        if (!this.cancelled) this.version.runner.submit(this);
-      }, (err: unknown) => this.reject(asGatewayError(err)));
-      return;
-    }
-    this.version.runner.submit(this);
+    version.runner.submit(this);
   }
 
   resolve(result: InferResult): void {
     if (this.cancelled) return;
-    const v = this.version;
+    const v = this.version!;
     let reply: Reply;
     try {
       const enc = this.decoded!.codec.encode(this.decoded!, result, v.runner.signature, v.servedBy);
@@ -119,8 +139,10 @@ class InferCall implements Job {
 
   private reply(reply: Reply): void {
     this.cancelled = true;
-    writeReply(this.res, reply, this.requestId, this.version.servedBy.label);
-    this.version.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
+    const v = this.version;
+    writeReply(this.res, reply, this.requestId, v ? v.servedBy.label : null);
+    if (v) v.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
+    else this.front.unrouted(reply.status);
     this.front.settle(this);
     this.release();
   }
@@ -176,16 +198,22 @@ export class InferenceFront {
     const requestId = req.getHeader('x-request-id') || newRequestId();
     const service = this.table.get(key);
     if (!service) return this.refuse(res, requestId, notFound(`service '${key}' does not exist`, 'ServiceNotFound'));
-    let pendingAuth: Promise<unknown> | null = null;
+    let pendingAuth: Promise<Principal> | null = null;
+    let principal: Principal | null = null;
     if (service.auth === 'token') {
       try {
-        const principal = this.access.authenticate(tokenOf(req.getHeader('x-auth-token'), req.getHeader('authorization')));
-        if (principal instanceof Promise) {
-          pendingAuth = principal.then((p) => this.authorize(p, service));
+        const p = this.access.authenticate(tokenOf(req.getHeader('x-auth-token'), req.getHeader('authorization')));
+        if (p instanceof Promise) {
+          pendingAuth = p.then((q) => {
+            this.authorize(q, service);
+            return q;
+          });
           // Handled when the body is in; until then a refusal must not count as unhandled.
           pendingAuth.catch(() => undefined);
+        } else {
+          this.authorize(p, service);
+          principal = p;
         }
-        else this.authorize(principal, service);
       } catch (err) {
         return this.refuse(res, requestId, asGatewayError(err));
       }
@@ -196,13 +224,16 @@ export class InferenceFront {
       const wait = service.limiter.take(startedAt);
       if (wait > 0) return this.refuse(res, requestId, overLimit(service.name, service.limiter.rate, wait));
     }
-    let version: ServiceVersion | undefined;
+    let pinned: ServiceVersion | null = null;
     if (versionParam >= 0) {
       const wanted = routeParam(req, versionParam);
-      version = service.versions.find((v) => v.modelVersion === wanted);
-      if (!version) return this.refuse(res, requestId, notFound(`service '${service.name}' has no version '${wanted}'`, 'VersionNotFound'));
-    } else {
-      version = pickVersion(service);
+      pinned = service.versions.find((v) => v.modelVersion === wanted) ?? null;
+      if (!pinned) return this.refuse(res, requestId, notFound(`service '${service.name}' has no version '${wanted}'`, 'VersionNotFound'));
+    }
+    let ruleHeaders: Record<string, string> | null = null;
+    if (service.rules) {
+      ruleHeaders = {};
+      for (const h of service.rules.headers) ruleHeaders[h] = req.getHeader(h);
     }
     const declared = Number(req.getHeader('content-length') || 0);
     if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
@@ -213,13 +244,27 @@ export class InferenceFront {
     if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
       return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
     }
-    const call = new InferCall(this, res, requestId, startedAt, version, req.getHeader('content-type').toLowerCase(), ihLength);
-    versionAcquired(version);
-    if (declared > this.limits.max_body_bytes) call.discarding = true;
+    const call = new InferCall(this, res, requestId, startedAt, service, pinned, ruleHeaders, req.getHeader('content-type').toLowerCase(), ihLength);
+    call.principal = principal;
     call.pendingAuth = pendingAuth;
+    if (declared > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
     res.onData((chunk, isLast) => call.onData(chunk, isLast));
+  }
+
+  /** The first rule whose condition holds picks the version; otherwise the weights do (SPEC §7.3, §7.4). */
+  route(service: Service, call: { principal: Principal | null; ruleHeaders: Record<string, string> | null }): ServiceVersion {
+    const rules = service.rules;
+    if (rules) {
+      const input = ruleInput(service, call.principal, call.ruleHeaders ?? {});
+      for (const r of rules.list) if (r.holds(input)) return r.version;
+    }
+    return pickVersion(service);
+  }
+
+  unrouted(status: number): void {
+    this.metrics.unrouted(status);
   }
 
   private authorize(p: Principal, service: Service): void {
@@ -233,7 +278,7 @@ export class InferenceFront {
 
   settle(call: InferCall): void {
     this.live.delete(call);
-    versionReleased(call.version);
+    if (call.version) versionReleased(call.version);
     if (this.live.size === 0 && this.idleWaiters.length) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -258,6 +303,21 @@ export class InferenceFront {
   close(): void {
     clearInterval(this.sweeper);
   }
+}
+
+function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {
+  return {
+    header: (h) => headers[h] || null,
+    variable: (name) => {
+      switch (name) {
+        case 'PROJECT_NAME': return service.projectName;
+        case 'PROJECT_ID': return service.projectId;
+        case 'USER_NAME': return p?.username ?? null;
+        case 'USER_ID': return p?.userId ?? null;
+        default: return p?.domain ?? null; // DOMAIN_NAME, DOMAIN_ID: a user's domain is its tenant
+      }
+    },
+  };
 }
 
 function overLimit(name: string, rate: number, waitSeconds: number): GatewayError {
