@@ -59,3 +59,39 @@ describe('traffic_limit', () => {
     assert.ok(burst.every((a) => a.status === 200));
   });
 });
+
+describe('per-user and per-domain quotas', () => {
+  test('past the quota a caller gets 429 with Retry-After; other callers are not affected', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), config: { limits: { per_user_per_minute: 5, per_domain_per_minute: 8 } } });
+    try {
+      assert.equal((await api(gw, 'POST', '/v1/models', { name: 'fraud', source: { path: path.join(SAMPLE_MODELS, 'ccfraud') } })).status, 201);
+      await api(gw, 'POST', '/v1/services', { name: 'q', versions: [{ model: 'fraud' }] });
+      await waitForService(gw, 'q', 'running');
+      const project = (await api(gw, 'GET', '/v1/projects')).json.projects[0].id;
+      const tokens: Record<string, string> = {};
+      for (const [name, domain] of [['ann', 'acme'], ['ben', 'acme'], ['cat', 'other']]) {
+        const u = await api(gw, 'POST', '/v1/users', { username: name, password: 'quota-password', domain });
+        await api(gw, 'POST', `/v1/projects/${project}/members`, { user_id: u.json.id, role: 'invoker' });
+        tokens[name!] = (await api(gw, 'POST', '/v1/auth/tokens', { username: name, password: 'quota-password' }, null)).json.access_token;
+      }
+      const call = (who: string) => postJson(`${gw.url}/v1/infers/q`, ROW, PANDAS, { 'x-auth-token': tokens[who]! });
+      // Quotas count per calendar minute: start well clear of the next boundary.
+      const toBoundary = 60_000 - (Date.now() % 60_000);
+      if (toBoundary < 10_000) await new Promise((r) => setTimeout(r, toBoundary + 100));
+      const ann: Answer[] = [];
+      for (let i = 0; i < 7; i++) ann.push(await call('ann'));
+      assert.deepEqual(ann.map((a) => a.status), [200, 200, 200, 200, 200, 429, 429]);
+      assert.equal(ann[5]!.json.error_code, 'IG.429.Quota');
+      assert.match(ann[5]!.json.error_msg, /user 'ann' is over its quota of 5 requests per minute; retry after \d+ s/);
+      assert.ok(Number(ann[5]!.headers.get('retry-after')) >= 1 && Number(ann[5]!.headers.get('retry-after')) <= 60);
+      // ann used 7 of acme's 8 (refused calls count against the domain too); ben has one left.
+      assert.equal((await call('ben')).status, 200);
+      const benOver = await call('ben');
+      assert.equal(benOver.status, 429);
+      assert.match(benOver.json.error_msg, /domain 'acme' is over its quota of 8 requests per minute/);
+      assert.equal((await call('cat')).status, 200, 'another domain is not affected');
+    } finally {
+      await gw.stop();
+    }
+  });
+});

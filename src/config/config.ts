@@ -7,7 +7,15 @@ export interface GatewayConfig {
   server: { host: string; port: number; direct_host: string; direct_ports: string };
   data_dir: string;
   models_dir: string;
-  limits: { max_body_bytes: number; request_timeout_ms: number; max_package_bytes: number; max_upload_bytes: number };
+  limits: {
+    max_body_bytes: number;
+    request_timeout_ms: number;
+    max_package_bytes: number;
+    max_upload_bytes: number;
+    /** Requests per minute per domain and per user on token services; 0 is off (the default). */
+    per_domain_per_minute: number;
+    per_user_per_minute: number;
+  };
   log_level: string;
   /**
    * Declarative services applied at start, in the body shape of POST /v1/services (validated
@@ -25,7 +33,7 @@ export const DEFAULTS: GatewayConfig = {
   server: { host: '127.0.0.1', port: 8080, direct_host: '127.0.0.1', direct_ports: '31000-31999' },
   data_dir: './data',
   models_dir: './models',
-  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3 },
+  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0 },
   log_level: 'info',
   services: [],
 };
@@ -95,6 +103,8 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   if (limits['request_timeout_ms'] !== undefined) cfg.limits.request_timeout_ms = positiveInt(limits['request_timeout_ms'], `${where}: limits.request_timeout_ms`);
   if (limits['max_package_bytes'] !== undefined) cfg.limits.max_package_bytes = positiveInt(limits['max_package_bytes'], `${where}: limits.max_package_bytes`);
   if (limits['max_upload_bytes'] !== undefined) cfg.limits.max_upload_bytes = positiveInt(limits['max_upload_bytes'], `${where}: limits.max_upload_bytes`);
+  if (limits['per_domain_per_minute'] !== undefined) cfg.limits.per_domain_per_minute = positiveInt(limits['per_domain_per_minute'], `${where}: limits.per_domain_per_minute`);
+  if (limits['per_user_per_minute'] !== undefined) cfg.limits.per_user_per_minute = positiveInt(limits['per_user_per_minute'], `${where}: limits.per_user_per_minute`);
   if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);
   return cfg;
 }

@@ -10,6 +10,7 @@ import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { tokenOf, type Access } from '../auth/access.js';
 import type { Principal } from '../auth/tokens.js';
+import { MinuteQuota } from '../traffic/quota.js';
 import type { RuleInput } from '../traffic/rules.js';
 import { routeParam } from './params.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
@@ -17,6 +18,8 @@ import { errorReply, writeReply, type Reply } from './respond.js';
 export interface InferLimits {
   max_body_bytes: number;
   request_timeout_ms: number;
+  per_domain_per_minute: number;
+  per_user_per_minute: number;
 }
 
 const NO_REQUEST: InferRequest = { inputs: [], rows: 0 };
@@ -170,6 +173,8 @@ export class InferenceFront {
   /** Calls in arrival order; with one timeout for all, the oldest expire first. */
   private readonly live = new Set<InferCall>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly domainQuota: MinuteQuota | null;
+  private readonly userQuota: MinuteQuota | null;
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -179,6 +184,8 @@ export class InferenceFront {
     private readonly access: Access,
     readonly log: (err: unknown) => void,
   ) {
+    this.domainQuota = limits.per_domain_per_minute > 0 ? new MinuteQuota(limits.per_domain_per_minute, 'domain') : null;
+    this.userQuota = limits.per_user_per_minute > 0 ? new MinuteQuota(limits.per_user_per_minute, 'user') : null;
     const tick = Math.max(5, Math.min(250, Math.floor(limits.request_timeout_ms / 5)));
     this.sweeper = setInterval(() => this.expire(), tick);
     this.sweeper.unref();
@@ -267,8 +274,11 @@ export class InferenceFront {
     this.metrics.unrouted(status);
   }
 
+  /** May this caller infer on this service now: its role, then its domain's and its own quotas. */
   private authorize(p: Principal, service: Service): void {
     this.access.require(p, service.projectId, 'infer', `inference on service '${service.name}'`);
+    this.domainQuota?.take(p.domain);
+    this.userQuota?.take(p.username);
   }
 
   private refuse(res: HttpResponse, requestId: string, err: GatewayError, close = false): void {
