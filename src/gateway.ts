@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Access } from './auth/access.js';
+import { ExternalIssuer } from './auth/external.js';
 import { Identity, type UserRow } from './auth/identity.js';
 import { TokenService } from './auth/tokens.js';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -42,7 +43,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
   const projectId = defaultProject(db);
   const identity = new Identity(db);
   const { admin, created } = await ensureAdmin(identity, projectId);
-  const tokens = await TokenService.open(db, identity, cfg.data_dir, process.env['INFERGATE_ADMIN_TOKEN'] || undefined, admin);
+  const tokens = await TokenService.open(db, identity, cfg.data_dir, process.env['INFERGATE_ADMIN_TOKEN'] || undefined, admin, await ExternalIssuer.open(cfg.auth));
   const access = new Access(tokens, identity);
   // The first start prints a token for the admin it created, unless one was preset.
   const firstAdminToken = created && !process.env['INFERGATE_ADMIN_TOKEN'] ? (await tokens.issue(admin)).access_token : null;

@@ -114,7 +114,7 @@ describe('authentication and access', () => {
     });
     test('expired', async () => unauthorized(await infer(await forge({ sub: users['caller']!.id }, (j) => j.setIssuedAt(1000).setExpirationTime(2000))), /has expired/));
     test('not yet valid', async () => unauthorized(await infer(await forge({ sub: users['caller']!.id }, (j) => j.setNotBefore('1h'))), /not valid yet/));
-    test('another issuer', async () => unauthorized(await infer(await forge({ sub: users['caller']!.id }, (j) => j.setIssuer('someone-else'))), /wrong issuer/));
+    test('another issuer', async () => unauthorized(await infer(await forge({ sub: users['caller']!.id }, (j) => j.setIssuer('someone-else'))), /the token's issuer 'someone-else' is not trusted here/));
     test('a user that does not exist', async () => unauthorized(await infer(await forge({ sub: randomUUID() })), /names a user that does not exist/));
     test('a refresh token used as an access token', async () => unauthorized(await infer(users['caller']!.refresh), /not an access token/));
     test('a deactivated user, at once; active again after activation', async () => {

@@ -67,11 +67,14 @@ export class Identity {
 
   async createUser(username: unknown, password: unknown, domain: unknown): Promise<{ id: string; username: string }> {
     if (typeof username !== 'string' || !USERNAME.test(username)) throw new GatewayError(400, 'BadSpec', `'username' must be 1–64 of A-Za-z0-9_.@-`);
-    if (typeof password !== 'string' || password.length < 8) throw new GatewayError(400, 'BadSpec', `'password' must be a string of at least 8 characters`);
+    if (password !== undefined && (typeof password !== 'string' || password.length < 8)) {
+      throw new GatewayError(400, 'BadSpec', `'password' must be a string of at least 8 characters (or left out for a user who signs in through the identity provider or API keys)`);
+    }
     if (domain !== undefined && (typeof domain !== 'string' || domain === '')) throw new GatewayError(400, 'BadSpec', `'domain' must be a non-empty string`);
     if (this.userByName(username)) throw new GatewayError(409, 'NameTaken', `a user named '${username}' already exists`);
     const id = randomUUID();
-    this.db.prepare('INSERT INTO users (id, username, password_hash, domain, active, created_at) VALUES (?, ?, ?, ?, 1, ?)').run(id, username, await hashPassword(password), (domain as string | undefined) ?? username, Date.now());
+    const hash = typeof password === 'string' ? await hashPassword(password) : null;
+    this.db.prepare('INSERT INTO users (id, username, password_hash, domain, active, created_at) VALUES (?, ?, ?, ?, 1, ?)').run(id, username, hash, (domain as string | undefined) ?? username, Date.now());
     this.active.set(id, true);
     return { id, username };
   }

@@ -6,6 +6,7 @@ import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors.js';
 import type { Db } from '../store/db.js';
 import { checkPassword } from './passwords.js';
+import type { ExternalIssuer } from './external.js';
 import type { Identity, UserRow } from './identity.js';
 
 /** Who a verified token speaks for. */
@@ -45,9 +46,10 @@ export class TokenService {
     private readonly privateKey: KeyObject | Uint8Array,
     private readonly publicKey: KeyObject | Uint8Array,
     private readonly preset: { token: Buffer; principal: Principal } | null,
+    private readonly external: ExternalIssuer | null,
   ) {}
 
-  static async open(db: Db, identity: Identity, dataDir: string, presetToken: string | undefined, admin: UserRow): Promise<TokenService> {
+  static async open(db: Db, identity: Identity, dataDir: string, presetToken: string | undefined, admin: UserRow, external: ExternalIssuer | null = null): Promise<TokenService> {
     const file = path.join(dataDir, 'signing-key.jwk.json');
     let jwk: JWK;
     if (existsSync(file)) {
@@ -61,7 +63,7 @@ export class TokenService {
     const { d: _d, ...pub } = jwk;
     const publicKey = await importJWK(pub, ALG);
     const preset = presetToken ? { token: Buffer.from(presetToken), principal: principalOf(admin) } : null;
-    return new TokenService(db, identity, privateKey as KeyObject, publicKey as KeyObject, preset);
+    return new TokenService(db, identity, privateKey as KeyObject, publicKey as KeyObject, preset, external);
   }
 
   async issue(user: UserRow): Promise<TokenResponse> {
@@ -112,12 +114,37 @@ export class TokenService {
   }
 
   private async verifyAccess(token: string): Promise<Principal> {
+    const iss = issuerOf(token);
+    if (iss !== ISSUER && iss !== undefined) {
+      if (this.external?.claims(token)) return this.verifyExternal(token, this.external);
+      throw unauthorized(`the token's issuer '${iss}' is not trusted here`);
+    }
     const claims = await this.verifyJwt(token);
     if (claims['typ'] !== 'access') throw unauthorized('not an access token (a refresh token is exchanged at POST /v1/auth/tokens)');
     const user = this.db.prepare('SELECT * FROM users WHERE id = ?').get(claims.sub) as UserRow | undefined;
     if (!user) throw unauthorized('the token names a user that does not exist');
     const principal = principalOf(user);
     this.cache.set(token, { principal, expMs: (claims.exp ?? 0) * 1000 });
+    return this.stillActive(principal);
+  }
+
+  /**
+   * An identity provider's token speaks for the local user of the same name (its
+   * preferred_username): roles, projects and deactivation are the gateway's, sign-in is the IdP's.
+   */
+  private async verifyExternal(token: string, external: ExternalIssuer): Promise<Principal> {
+    let claims: JWTPayload;
+    try {
+      claims = await external.verify(token);
+    } catch (err) {
+      throw unauthorized(describeJoseError(err));
+    }
+    const name = external.username(claims);
+    if (!name) throw unauthorized(`the identity provider's token names no user (no ${external.cfg.username_claim ?? 'preferred_username or sub'} claim)`);
+    const user = this.identity.userByName(name);
+    if (!user) throw unauthorized(`the identity provider's user '${name}' has no account here; an admin creates it (POST /v1/users)`);
+    const principal = principalOf(user);
+    this.cache.set(token, { principal, expMs: (claims.exp ?? Math.floor(Date.now() / 1000) + 300) * 1000 });
     return this.stillActive(principal);
   }
 
@@ -133,6 +160,16 @@ export class TokenService {
     } catch (err) {
       throw unauthorized(describeJoseError(err));
     }
+  }
+}
+
+/** The unverified `iss` (only to pick the verifier; the chosen one checks it again). */
+function issuerOf(token: string): string | undefined {
+  try {
+    const iss = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as JWTPayload).iss;
+    return typeof iss === 'string' ? iss : undefined;
+  } catch {
+    return undefined;
   }
 }
 

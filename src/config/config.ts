@@ -17,11 +17,24 @@ export interface GatewayConfig {
     per_user_per_minute: number;
   };
   log_level: string;
+  /** An external identity provider (Keycloak and the like), beside the gateway's own tokens. */
+  auth: ExternalAuth;
   /**
    * Declarative services applied at start, in the body shape of POST /v1/services (validated
    * there); a package in models_dir that none of them names gets a service of its own name.
    */
   services: DeclaredService[];
+}
+
+export interface ExternalAuth {
+  /** JWKS endpoint of the identity provider; keys are fetched, cached and re-fetched on rotation. */
+  jwks_url?: string;
+  /** A public key (PEM) or a JWK / JWKS JSON file, instead of jwks_url. */
+  key_file?: string;
+  issuer?: string;
+  audience?: string;
+  /** The claim that names the user (default preferred_username, then sub). */
+  username_claim?: string;
 }
 
 export interface DeclaredService {
@@ -35,6 +48,7 @@ export const DEFAULTS: GatewayConfig = {
   models_dir: './models',
   limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0 },
   log_level: 'info',
+  auth: {},
   services: [],
 };
 
@@ -106,6 +120,12 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   if (limits['per_domain_per_minute'] !== undefined) cfg.limits.per_domain_per_minute = positiveInt(limits['per_domain_per_minute'], `${where}: limits.per_domain_per_minute`);
   if (limits['per_user_per_minute'] !== undefined) cfg.limits.per_user_per_minute = positiveInt(limits['per_user_per_minute'], `${where}: limits.per_user_per_minute`);
   if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);
+  const auth = section(raw, 'auth', where);
+  for (const k of Object.keys(auth)) {
+    if (!['jwks_url', 'key_file', 'issuer', 'audience', 'username_claim'].includes(k)) throw new ConfigError(`${where}: unknown key auth.${k}; expected jwks_url, key_file, issuer, audience, username_claim`);
+    (cfg.auth as Record<string, string>)[k] = str(auth[k], `${where}: auth.${k}`);
+  }
+  if (cfg.auth.jwks_url && cfg.auth.key_file) throw new ConfigError(`${where}: give auth.jwks_url or auth.key_file, not both`);
   return cfg;
 }
 
