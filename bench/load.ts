@@ -28,6 +28,8 @@ export interface LoadOptions {
   path: string;
   body: string;
   contentType: string;
+  /** extra request headers (e.g. X-Auth-Token) */
+  headers?: Record<string, string>;
   seconds: number;
   connections?: number;
   host?: string;
@@ -129,11 +131,12 @@ function luaString(s: string): string {
   return `${out}"`;
 }
 
-export function wrkScript(body: string, contentType: string): string {
+export function wrkScript(body: string, contentType: string, headers: Record<string, string> = {}): string {
   return [
     'wrk.method = "POST"',
     `wrk.body = ${luaString(body)}`,
     `wrk.headers["Content-Type"] = ${luaString(contentType)}`,
+    ...Object.entries(headers).map(([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`),
     '',
   ].join('\n');
 }
@@ -192,7 +195,7 @@ export function killLoad(): void {
 async function runWrk(opts: LoadOptions): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), 'infergate-bench-wrk-'));
   const script = join(dir, 'post.lua');
-  writeFileSync(script, wrkScript(opts.body, opts.contentType));
+  writeFileSync(script, wrkScript(opts.body, opts.contentType, opts.headers));
   const path = opts.path.startsWith('/') ? opts.path : `/${opts.path}`;
   const url = `http://${opts.host ?? '127.0.0.1'}:${opts.port}${path}`;
   const args = [
@@ -246,7 +249,7 @@ async function runAutocannon(opts: LoadOptions): Promise<LoadResult> {
     url: `http://${opts.host ?? '127.0.0.1'}:${opts.port}${path}`,
     method: 'POST',
     body: opts.body,
-    headers: { 'content-type': opts.contentType },
+    headers: { 'content-type': opts.contentType, ...opts.headers },
     connections: opts.connections ?? DEFAULT_CONNECTIONS,
     pipelining: 1,
     duration: opts.seconds,

@@ -217,6 +217,8 @@ export interface Scenario {
   path: string;
   body: string;
   contentType: string;
+  /** extra request headers; a check may fill them in (a token it obtained) */
+  headers?: Record<string, string>;
   /** connections for this scenario; default BENCH_CONNECTIONS (64) */
   connections?: number;
   /** optional sanity request before warm-up; throws to abort the run */
@@ -230,6 +232,62 @@ export interface Ratio {
   /** where the target comes from */
   source: string;
 }
+
+const BENCH_ADMIN = 'bench-admin-token-not-for-production';
+
+/** `infergate serve` on the sample models, with an optional gateway config (JSON). */
+async function startInfergate(config: Record<string, unknown> | null): Promise<ServerHandle> {
+  const port = await freePort();
+  // BENCH_INFERGATE_MAIN lets one point the bench at another build of the CLI.
+  const main = resolve(ROOT, process.env.BENCH_INFERGATE_MAIN ?? join('dist', 'src', 'cli', 'main.js'));
+  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
+  const dataDir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-data-'));
+  const args = [main, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', 'models', '--data-dir', dataDir];
+  if (config) {
+    const file = join(dataDir, 'gateway.json');
+    writeFileSync(file, JSON.stringify(config));
+    args.push('--config', file);
+  }
+  return startServer(process.execPath, args, /infergate listening on http:\/\/\S+:\d+/, port, {
+    env: { INFERGATE_ADMIN_TOKEN: BENCH_ADMIN },
+    cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+  });
+}
+
+/**
+ * The same ccfraud path with everything a production service turns on: a JWT checked per
+ * request (from the verified-token cache), routing rules evaluated, a traffic limit counted.
+ */
+const SECURED: Scenario = {
+  name: 'infergate_secured',
+  description: 'infergate with auth: token (a JWT per request), 3 routing rules and a traffic_limit, same model and body',
+  start: () => startInfergate({
+    services: [{
+      name: 'secured', auth: 'token', traffic_limit: 10_000_000,
+      rules: [
+        { condition: "#HEADER_x-canary == 'yes'", version: '0.0.1' },
+        { condition: "#USER_NAME matches 'beta-.*'", version: '0.0.1' },
+        { condition: '#HEADER_uid.hashCode() % 100 < 10', version: '0.0.1' },
+      ],
+      versions: [{ model: 'ccfraud' }],
+    }],
+  }),
+  path: '/v1/infers/secured',
+  body: CCFRAUD_BATCH1,
+  contentType: PANDAS_RECORDS,
+  async check(s) {
+    // A real user with a real JWT, as a client would have.
+    const base = `http://127.0.0.1:${s.port}`;
+    const admin = { 'x-auth-token': BENCH_ADMIN, 'content-type': 'application/json' };
+    const user = (await (await fetch(`${base}/v1/users`, { method: 'POST', headers: admin, body: JSON.stringify({ username: 'bench-user', password: 'bench-password' }) })).json()) as { id: string };
+    const projects = (await (await fetch(`${base}/v1/projects`, { headers: admin })).json()) as { projects: { id: string }[] };
+    await fetch(`${base}/v1/projects/${projects.projects[0]!.id}/members`, { method: 'POST', headers: admin, body: JSON.stringify({ user_id: user.id, role: 'invoker' }) });
+    const tokens = (await (await fetch(`${base}/v1/auth/tokens`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'bench-user', password: 'bench-password' }) })).json()) as { access_token: string };
+    SECURED.headers = { 'x-auth-token': tokens.access_token, uid: 'user-42' };
+    const r = await fetch(`${base}/v1/infers/secured`, { method: 'POST', body: CCFRAUD_BATCH1, headers: { 'content-type': PANDAS_RECORDS, ...SECURED.headers } });
+    if (r.status !== 200) throw new Error(`check: the secured service answered ${r.status}: ${await r.text()}`);
+  },
+};
 
 export const SCENARIOS: Scenario[] = [
   {
@@ -251,31 +309,30 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'infergate',
-    description: 'infergate serve, ONNX path, ccfraud, batch-1 pandas-records',
-    start: async () => {
-      const port = await freePort();
-      // BENCH_INFERGATE_MAIN lets one point the bench at another build of the CLI.
-      const main = resolve(ROOT, process.env.BENCH_INFERGATE_MAIN ?? join('dist', 'src', 'cli', 'main.js'));
-      if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
-      const dataDir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-data-'));
-      return startServer(
-        process.execPath,
-        [main, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', 'models', '--data-dir', dataDir],
-        /infergate listening on http:\/\/\S+:\d+/,
-        port,
-        { cleanup: () => rmSync(dataDir, { recursive: true, force: true }) },
-      );
-    },
+    description: 'infergate serve, ONNX path, ccfraud, batch-1 pandas-records (inference log on, every request)',
+    start: () => startInfergate(null),
     path: '/v1/infers/ccfraud',
     body: CCFRAUD_BATCH1,
     contentType: PANDAS_RECORDS,
     check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
   },
+  {
+    name: 'infergate_unlogged',
+    description: 'the same with the inference log off (logs.sample_rate 0), to price the log',
+    start: () => startInfergate({ logs: { sample_rate: 0 } }),
+    path: '/v1/infers/ccfraud',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+    check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
+  },
+  SECURED,
 ];
 
 export const RATIOS: Ratio[] = [
   { numerator: 'infergate', denominator: 'bare_uws', target: 0.6, source: 'SPEC §14, ONNX path' },
   { numerator: 'infergate', denominator: 'fastify_ort', target: 4, source: 'SPEC §14, ONNX path' },
+  { numerator: 'infergate_secured', denominator: 'infergate', target: 0.9, source: 'issue 4: auth + rules + limit on cost ≤ 10 %' },
+  { numerator: 'infergate', denominator: 'infergate_unlogged', target: 0.95, source: 'SPEC §10: logging costs a few percent at most' },
 ];
 
 // ---------------------------------------------------------------- run
@@ -351,7 +408,7 @@ async function measure(s: Scenario, seconds: number, warmup: number, defaultConn
       await s.check(server);
       console.log('   check: ok');
     }
-    const load = { port: server.port, path: s.path, body: s.body, contentType: s.contentType, connections };
+    const load = { port: server.port, path: s.path, body: s.body, contentType: s.contentType, headers: s.headers ?? {}, connections };
     console.log(`   warm-up ${warmup} s`);
     await runLoad({ ...load, seconds: warmup });
     if (server.dead) throw new Error(`${s.name} died during warm-up; its output:\n${server.tail()}`);

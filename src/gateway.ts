@@ -50,19 +50,19 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
   const metrics = new Metrics();
   const table = new RoutingTable();
   const state: ServerState = { ready: false, draining: false };
-  const models: ModelRegistry = new ModelRegistry(db, events, cfg.data_dir, cfg.limits.max_package_bytes, (m, v) => services.usage(m, v));
-  const services: ServiceManager = new ServiceManager(db, events, models, table, metrics, log);
+  const models: ModelRegistry = new ModelRegistry(db, events, cfg.data_dir, cfg.limits.max_package_bytes, (p, m, v) => services.usage(p, m, v));
+  const services: ServiceManager = new ServiceManager(db, events, models, table, metrics, log, cfg.logs);
   await models.recover();
   await services.recover();
   await applyModelsDir(cfg, models, services, projectId, log);
   for (const declared of cfg.services) {
-    await services.ensure(declared, projectId).catch((err: Error) => log.error({ service: declared.name }, `service ${declared.name} from the config: ${err.message}`));
+    await Promise.resolve().then(() => services.ensure(declared, typeof declared['project'] === 'string' ? identity.project(declared['project']).id : projectId)).catch((err: Error) => log.error({ service: declared.name }, `service ${declared.name} from the config: ${err.message}`));
   }
   const logError = (err: unknown): void => log.error({ err }, 'request failed inside the gateway');
   const server = new HttpServer({
     table, metrics, limits: cfg.limits, state, version: VERSION, logError,
     access,
-    management: { models, services, access, projectId: () => projectId, maxUploadBytes: cfg.limits.max_upload_bytes },
+    management: { models, services, access, maxUploadBytes: cfg.limits.max_upload_bytes },
   });
   const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;
@@ -91,8 +91,9 @@ export async function adminToken(dataDir: string): Promise<string> {
   if (!existsSync(path.join(dataDir, 'infergate.db'))) throw new Error(`no gateway data in ${dataDir}: start \`infergate serve\` there once first (--data-dir)`);
   const db = openStore(dataDir);
   try {
+    const projectId = defaultProject(db);
     const identity = new Identity(db);
-    const { admin } = await ensureAdmin(identity, defaultProject(db));
+    const { admin } = await ensureAdmin(identity, projectId);
     const tokens = await TokenService.open(db, identity, dataDir, undefined, admin);
     return (await tokens.issue(admin)).access_token;
   } finally {

@@ -159,12 +159,26 @@ describe('authentication and access', () => {
       ['dev', 'POST', '/v1/users', { username: 'x', password: 'long-enough' }, /developer in project 'default', which does not allow POST \/v1\/users \(administering users and projects\)/],
       ['dev', 'POST', '/v1/projects', { name: 'x' }, /does not allow POST \/v1\/projects/],
       ['dev', 'POST', `/v1/users/{caller}/deactivate`, undefined, /does not allow POST \/v1\/users\/\{id\}\/deactivate/],
-      ['outsider', 'GET', '/v1/services', undefined, /user 'outsider' has no role in project 'default'/],
-      ['outsider', 'GET', '/v1/models', undefined, /user 'outsider' has no role in project 'default'/],
     ];
     for (const [who, method, p, body, msg] of cases) {
       test(`${who}: ${method} ${p}`, async () => forbidden(await api(gw, method, p.replace('{caller}', users['caller']!.id), body, users[who]!.token), msg));
     }
+    test('another project\'s admin sees none of this project: lists leave it out, names are answered as absent', async () => {
+      const token = users['outsider']!.token;
+      assert.deepEqual((await api(gw, 'GET', '/v1/services', undefined, token)).json.services, []);
+      assert.deepEqual((await api(gw, 'GET', '/v1/models', undefined, token)).json.models, []);
+      for (const [method, p] of [['GET', '/v1/services/secure'], ['PATCH', '/v1/services/secure'], ['POST', '/v1/services/secure/stop'], ['DELETE', '/v1/services/secure']]) {
+        const a = await api(gw, method!, p!, method === 'PATCH' ? { description: 'x' } : undefined, token);
+        assert.equal(a.status, 404, `${method} ${p}`);
+        assert.equal(a.json.error_msg, "service 'secure' does not exist");
+      }
+      const m = await api(gw, 'DELETE', '/v1/models/fraud', undefined, token);
+      assert.equal(m.status, 404);
+      assert.equal(m.json.error_msg, "model 'fraud' does not exist");
+      const q = await api(gw, 'GET', '/v1/models?project=default', undefined, token);
+      assert.equal(q.status, 404);
+      assert.equal(q.json.error_msg, "project 'default' does not exist");
+    });
     test('the management API always needs a token', async () => {
       unauthorized(await api(gw, 'GET', '/v1/services', undefined, null), /no token/);
       unauthorized(await request(`${gw.url}/v1/models`, { method: 'GET', headers: { authorization: 'Bearer nonsense' } }), /malformed/);

@@ -33,8 +33,11 @@ export class Identity {
   private readonly active = new Map<string, boolean>();
   /** projectId → userId → role */
   private readonly roles = new Map<string, Map<string, Role>>();
+  /** Admins of this project administer the whole gateway (the first start makes `admin` one). */
+  readonly defaultProjectId: string;
 
   constructor(private readonly db: Db) {
+    this.defaultProjectId = (db.prepare("SELECT id FROM projects WHERE name = 'default'").get() as { id: string } | undefined)?.id ?? '';
     for (const u of db.prepare('SELECT id, active FROM users').all() as { id: string; active: number }[]) this.active.set(u.id, u.active === 1);
     for (const m of db.prepare('SELECT project_id, user_id, role FROM members').all() as { project_id: string; user_id: string; role: Role }[]) this.setRoleInMemory(m.project_id, m.user_id, m.role);
   }
@@ -43,8 +46,26 @@ export class Identity {
     return this.active.get(userId) === true;
   }
 
+  /** A user's role in a project; platform admins (admins of `default`) are admins everywhere. */
   roleIn(projectId: string, userId: string): Role | undefined {
-    return this.roles.get(projectId)?.get(userId);
+    return this.roles.get(projectId)?.get(userId) ?? (this.isPlatformAdmin(userId) ? 'admin' : undefined);
+  }
+
+  isPlatformAdmin(userId: string): boolean {
+    return this.roles.get(this.defaultProjectId)?.get(userId) === 'admin';
+  }
+
+  /** The projects where a user's role allows `cap`; null for platform admins (every project). */
+  projectsAllowing(userId: string, cap: Capability): Set<string> | null {
+    if (this.isPlatformAdmin(userId)) return null;
+    const out = new Set<string>();
+    for (const [projectId, members] of this.roles) if (roleAllows(members.get(userId), cap)) out.add(projectId);
+    return out;
+  }
+
+  /** Does the user hold any role in the project (else the project's resources are not theirs to see). */
+  isMember(projectId: string, userId: string): boolean {
+    return this.roleIn(projectId, userId) !== undefined;
   }
 
   projectsOf(userId: string): { id: string; name: string; role: Role }[] {

@@ -54,3 +54,8 @@ export function flatJson(t: Tensor, from: number, count: number): string {
   for (let i = 0; i < count; i++) s += (i ? ',' : '') + scalar(t, from + i);
   return s + ']';
 }
+
+/** A whole tensor (or a run of its rows, by `dims` and `off`) as nested JSON arrays. */
+export function tensorJson(t: Tensor, dims: readonly number[], off: number): string {
+  return dims.length === 0 ? scalar(t, off) : nested(t, off, dims, 0);
+}

@@ -41,7 +41,7 @@ export const pandasRecords: Codec & { decode(body: unknown[], sig: ModelSignatur
       const inText = state.soleRecordText ?? JSON.stringify(state.records[r]);
       s += `${r ? ',' : ''}{"time":${time},"in":${inText},"out":{`;
       for (let o = 0; o < outputs.length; o++) s += (o ? ',' : '') + outNames[o] + ':' + rowJson(outputs[o]!, offset + r, sig.outputs[o]!.batched, false);
-      s += '},' + tail;
+      s += by.modelSplit + '},' + tail;
     }
     return { body: s + ']', contentType: 'application/json; format=pandas-records' };
   },

@@ -12,6 +12,8 @@ export interface ServedBy {
   serviceVersion: string;
   /** `"metadata":{"last_model":…,"pipeline_version":…,"elapsed":[` ready to append to. */
   pandasMetadataPrefix: string;
+  /** `,"_model_split":[…]` for services that split traffic between versions (Wallaroo A/B), else ''. */
+  modelSplit: string;
 }
 
 /** A request decoded by one codec, with what that codec needs to encode the answer. */
@@ -33,7 +35,7 @@ export interface Codec {
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature, servedBy: ServedBy): Encoded;
 }
 
-export function servedBy(modelName: string, modelVersion: string, modelSha: string, serviceVersion: string): ServedBy {
+export function servedBy(modelName: string, modelVersion: string, modelSha: string, serviceVersion: string, split = false): ServedBy {
   const lastModel = JSON.stringify({ model_name: modelName, model_sha: modelSha });
   return {
     modelName,
@@ -42,5 +44,6 @@ export function servedBy(modelName: string, modelVersion: string, modelSha: stri
     label: `${modelName}@${modelVersion}`,
     serviceVersion,
     pandasMetadataPrefix: `"metadata":{"last_model":${JSON.stringify(lastModel)},"pipeline_version":${JSON.stringify(serviceVersion)},"elapsed":[`,
+    modelSplit: split ? `,"_model_split":[${JSON.stringify({ name: modelName, version: modelVersion, sha: modelSha })}]` : '',
   };
 }

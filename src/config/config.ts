@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
+import type { LogSettings } from '../telemetry/inference-log.js';
 
 /** gateway.yaml (SPEC §12). Every field has a default, so the gateway runs with no file at all. */
 export interface GatewayConfig {
@@ -17,6 +18,8 @@ export interface GatewayConfig {
     per_user_per_minute: number;
   };
   log_level: string;
+  /** The inference log (SPEC §10): what share of requests is kept, and how much of it. */
+  logs: LogSettings;
   /** An external identity provider (Keycloak and the like), beside the gateway's own tokens. */
   auth: ExternalAuth;
   /**
@@ -48,6 +51,7 @@ export const DEFAULTS: GatewayConfig = {
   models_dir: './models',
   limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0 },
   log_level: 'info',
+  logs: { sample_rate: 1, records_per_service: 10_000, max_record_bytes: 64 * 1024 },
   auth: {},
   services: [],
 };
@@ -99,7 +103,7 @@ function readConfigFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-const KNOWN_TOP = new Set(['server', 'data_dir', 'models_dir', 'limits', 'log_level', 'services', 'auth']);
+const KNOWN_TOP = new Set(['server', 'data_dir', 'models_dir', 'limits', 'log_level', 'logs', 'services', 'auth']);
 
 function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: string): GatewayConfig {
   for (const k of Object.keys(raw)) if (!KNOWN_TOP.has(k)) throw new ConfigError(`${where}: unknown key '${k}'; expected one of ${[...KNOWN_TOP].join(', ')}`);
@@ -119,6 +123,15 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   if (limits['max_upload_bytes'] !== undefined) cfg.limits.max_upload_bytes = positiveInt(limits['max_upload_bytes'], `${where}: limits.max_upload_bytes`);
   if (limits['per_domain_per_minute'] !== undefined) cfg.limits.per_domain_per_minute = positiveInt(limits['per_domain_per_minute'], `${where}: limits.per_domain_per_minute`);
   if (limits['per_user_per_minute'] !== undefined) cfg.limits.per_user_per_minute = positiveInt(limits['per_user_per_minute'], `${where}: limits.per_user_per_minute`);
+  const logs = section(raw, 'logs', where);
+  for (const k of Object.keys(logs)) if (!['sample_rate', 'records_per_service', 'max_record_bytes'].includes(k)) throw new ConfigError(`${where}: unknown key logs.${k}; expected sample_rate, records_per_service, max_record_bytes`);
+  if (logs['sample_rate'] !== undefined) {
+    const r = logs['sample_rate'];
+    if (typeof r !== 'number' || !(r >= 0 && r <= 1)) throw new ConfigError(`${where}: logs.sample_rate must be a number from 0 to 1, got ${JSON.stringify(r)}`);
+    cfg.logs.sample_rate = r;
+  }
+  if (logs['records_per_service'] !== undefined) cfg.logs.records_per_service = positiveInt(logs['records_per_service'], `${where}: logs.records_per_service`);
+  if (logs['max_record_bytes'] !== undefined) cfg.logs.max_record_bytes = positiveInt(logs['max_record_bytes'], `${where}: logs.max_record_bytes`);
   if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);
   const auth = section(raw, 'auth', where);
   for (const k of Object.keys(auth)) {

@@ -9,8 +9,9 @@ import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
 import { makeServedBy, makeService, versionIdle, type CompiledRules, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
-import { SERVICE_NAME, parseServiceSpec, versionKey, type RuleSpec, type ServiceSpec, type VersionSpec } from './spec.js';
+import { SERVICE_NAME, parseServiceSpec, splitsTraffic, versionKey, type RuleSpec, type ServiceSpec, type VersionSpec } from './spec.js';
 import { headersOf, parseCondition } from '../traffic/rules.js';
+import { ServiceLog, type LogSettings } from '../telemetry/inference-log.js';
 
 export interface ServiceView {
   id: string;
@@ -52,6 +53,7 @@ export class ServiceManager {
   private readonly chains = new Map<string, Promise<void>>();
   private readonly updating = new Set<string>();
   private readonly limiters = new Map<string, TokenBucket>();
+  private readonly logs = new Map<string, ServiceLog>();
 
   constructor(
     private readonly db: Db,
@@ -60,12 +62,23 @@ export class ServiceManager {
     private readonly table: RoutingTable,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly logSettings: LogSettings,
   ) {}
 
   // ---- queries ----
 
-  list(): ServiceView[] {
-    return (this.db.prepare('SELECT * FROM services ORDER BY name').all() as Row[]).map((r) => this.view(r));
+  /** The services of the given projects (all projects: null). */
+  list(projectIds: ReadonlySet<string> | null): ServiceView[] {
+    return (this.db.prepare('SELECT * FROM services ORDER BY name, created_at').all() as Row[])
+      .filter((r) => projectIds === null || projectIds.has(r.project_id))
+      .map((r) => this.view(r));
+  }
+
+  /** The services a key names: the one with that id, or those of that name (one per project). */
+  locate(key: string): { id: string; projectId: string }[] {
+    const rows = (this.db.prepare('SELECT id, project_id FROM services WHERE id = ?').all(key) as Row[]);
+    const named = rows.length ? rows : (this.db.prepare('SELECT id, project_id FROM services WHERE name = ? ORDER BY created_at').all(key) as Row[]);
+    return named.map((r) => ({ id: r.id, projectId: r.project_id }));
   }
 
   get(key: string): ServiceView {
@@ -77,8 +90,8 @@ export class ServiceManager {
   }
 
   /** The service (by name) deploying a model version, if any: such a version cannot be deleted. */
-  usage(model: string, version: string): string | null {
-    for (const r of this.db.prepare('SELECT name, spec, stable_spec FROM services').all() as Row[]) {
+  usage(projectId: string, model: string, version: string): string | null {
+    for (const r of this.db.prepare('SELECT name, spec, stable_spec FROM services WHERE project_id = ?').all(projectId) as Row[]) {
       for (const s of [r.spec, r.stable_spec]) {
         if (s && (JSON.parse(s) as ServiceSpec).versions.some((v) => v.model === model && v.version === version)) return r.name;
       }
@@ -94,7 +107,7 @@ export class ServiceManager {
     if (this.db.prepare('SELECT 1 FROM services WHERE name = ? AND project_id = ?').get(name, projectId)) {
       throw new GatewayError(409, 'NameTaken', `a service named '${name}' already exists in this project`);
     }
-    const spec = this.checkedSpec(body);
+    const spec = this.checkedSpec(body, projectId);
     const now = Date.now();
     const row: Row = { id: randomUUID(), project_id: projectId, name, description: spec.description, status: 'deploying', spec: JSON.stringify(spec), stable_spec: null, created_at: now, updated_at: now };
     this.db.prepare('INSERT INTO services (id, project_id, name, description, status, spec, stable_spec, created_at, updated_at) VALUES (@id, @project_id, @name, @description, @status, @spec, @stable_spec, @created_at, @updated_at)').run(row);
@@ -110,7 +123,7 @@ export class ServiceManager {
     if (this.updating.has(row.id)) throw new GatewayError(409, 'Busy', `service '${row.name}' is already being updated; wait for the update to finish`);
     if (body['name'] !== undefined && body['name'] !== row.name) throw new GatewayError(400, 'BadSpec', `a service cannot be renamed ('name' is '${row.name}')`);
     const stable = JSON.parse(row.stable_spec ?? row.spec) as ServiceSpec;
-    const spec = this.checkedSpec(body, stable);
+    const spec = this.checkedSpec(body, row.project_id, stable);
     // The desired state is written first: a restart in the middle rolls back to stable_spec.
     this.setRow(row.id, { spec: JSON.stringify(spec), description: spec.description });
     if (row.status === 'stopped') {
@@ -177,6 +190,8 @@ export class ServiceManager {
     this.enqueue(row.id, async () => {
       await this.retire(old?.versions ?? [], []);
       this.db.prepare('DELETE FROM services WHERE id = ?').run(row.id);
+      this.logs.delete(row.id);
+      this.limiters.delete(row.id);
     });
   }
 
@@ -192,14 +207,14 @@ export class ServiceManager {
       this.create(body, projectId);
     } else {
       if (!converge) return;
-      const spec = this.checkedSpec(body);
+      const spec = this.checkedSpec(body, projectId);
       if (JSON.stringify(spec) === existing.spec) return;
       this.update(existing.id, body);
     }
-    await this.settled(name);
+    await this.settled((this.db.prepare('SELECT id FROM services WHERE name = ? AND project_id = ?').get(name, projectId) as Row).id);
   }
 
-  /** Resolves when the service's queued lifecycle work is done (tests, CLI waits, start-up). */
+  /** Resolves when the service's queued lifecycle work is done (start-up, shutdown). */
   async settled(key: string): Promise<void> {
     const row = this.row(key);
     await this.chains.get(row.id);
@@ -250,7 +265,7 @@ export class ServiceManager {
     const before = this.live.get(id);
     let versions: ServiceVersion[];
     try {
-      versions = await this.startVersions(row.name, spec, new Map());
+      versions = await this.startVersions(row, spec, new Map());
     } catch (err) {
       const timedOut = err instanceof DeployTimeout;
       const msg = (err as Error).message;
@@ -280,7 +295,7 @@ export class ServiceManager {
     const reusable = new Map((before?.versions ?? []).map((v) => [v.key, v]));
     let versions: ServiceVersion[];
     try {
-      versions = await this.startVersions(row.name, spec, reusable);
+      versions = await this.startVersions(row, spec, reusable);
     } catch (err) {
       this.setRow(id, { spec: JSON.stringify(stable), description: stable.description });
       this.event(id, 'Abnormal', `Failed to update the service. The update has been rolled back. Error: ${(err as Error).message}`);
@@ -297,14 +312,14 @@ export class ServiceManager {
   }
 
   /** Starts (or reuses) a runner for every version, within the deployment timeout. */
-  private async startVersions(service: string, spec: ServiceSpec, reusable: ReadonlyMap<string, ServiceVersion>): Promise<ServiceVersion[]> {
+  private async startVersions(row: Row, spec: ServiceSpec, reusable: ReadonlyMap<string, ServiceVersion>): Promise<ServiceVersion[]> {
     const started = new Map<string, ServiceVersion>();
     let abandoned = false;
     const work = (async () => {
       for (const v of spec.versions) {
         const key = versionKey(v);
         if (abandoned) return;
-        if (!reusable.has(key)) started.set(key, await this.startVersion(service, v, key));
+        if (!reusable.has(key)) started.set(key, await this.startVersion(row, v, key));
       }
     })();
     let timer: NodeJS.Timeout | undefined;
@@ -325,12 +340,14 @@ export class ServiceManager {
     return spec.versions.map((v) => {
       const key = versionKey(v);
       const base = started.get(key) ?? reusable.get(key)!;
-      return { ...base, weight: v.weight, active: 0, idleWaiters: [] };
+      const servedBy = makeServedBy(v.model, v.version, base.sha256, row.name, splitsTraffic(spec));
+      return { ...base, weight: v.weight, servedBy, active: 0, idleWaiters: [] };
     });
   }
 
-  private async startVersion(service: string, v: VersionSpec, key: string): Promise<ServiceVersion> {
-    const pkg = await this.models.package(v.model, v.version);
+  private async startVersion(row: Row, v: VersionSpec, key: string): Promise<ServiceVersion> {
+    const service = row.name;
+    const pkg = await this.models.package(row.project_id, v.model, v.version);
     if (pkg.modelType !== 'ONNX') throw new Error(`model ${v.model}@${v.version} is an Image model, which this build does not run yet`);
     const label = `service ${service} (${v.model}@${v.version})`;
     let runner: OnnxRunner | null = null;
@@ -371,11 +388,27 @@ export class ServiceManager {
   private service(row: Row, status: ServiceStatus, spec: ServiceSpec, versions: ServiceVersion[]): Service {
     const projectName = (this.db.prepare('SELECT name FROM projects WHERE id = ?').get(row.project_id) as { name: string } | undefined)?.name ?? '';
     const serving = versions.length > 0;
+    const shadows = serving ? (spec.shadow ?? []).map((r) => versions.find((v) => v.model === r.model && v.modelVersion === r.version)!) : [];
     return makeService({
       id: row.id, name: row.name, projectId: row.project_id, projectName, status, auth: spec.auth, versions,
       limiter: serving ? this.limiterFor(row.id, spec) : null,
       rules: serving ? compileRules(spec.rules ?? [], versions) : null,
+      shadows,
+      log: serving ? this.logFor(row.id, spec) : null,
     });
+  }
+
+  /** The service's inference log: kept across updates and restarts of the service (not of the gateway). */
+  private logFor(id: string, spec: ServiceSpec): ServiceLog {
+    let log = this.logs.get(id);
+    if (!log) this.logs.set(id, (log = new ServiceLog(this.logSettings, 0)));
+    log.sampleRate = spec.log_sample_rate ?? this.logSettings.sample_rate;
+    return log;
+  }
+
+  /** A service's inference log (empty until it has served). */
+  logOf(id: string): ServiceLog {
+    return this.logs.get(id) ?? new ServiceLog({ ...this.logSettings, records_per_service: 1 }, 0);
   }
 
   /** The service's bucket: the same one while its traffic_limit is unchanged. */
@@ -398,14 +431,15 @@ export class ServiceManager {
     return r !== undefined && r.status !== 'deleting';
   }
 
-  private checkedSpec(body: Record<string, unknown>, base?: ServiceSpec): ServiceSpec {
-    const spec = parseServiceSpec(body, (model) => this.latestVersion(model), base);
-    for (const v of spec.versions) this.models.getVersion(v.model, v.version);
+  /** The spec, its models looked up in the service's project. */
+  private checkedSpec(body: Record<string, unknown>, projectId: string, base?: ServiceSpec): ServiceSpec {
+    const spec = parseServiceSpec(body, (model) => this.latestVersion(projectId, model), base);
+    for (const v of spec.versions) this.models.getVersion(projectId, v.model, v.version);
     return spec;
   }
 
-  private latestVersion(model: string): string {
-    const versions = this.models.get(model).versions;
+  private latestVersion(projectId: string, model: string): string {
+    const versions = this.models.get(projectId, model).versions;
     if (versions.length === 0) throw notFound(`model '${model}' has no versions`, 'VersionNotFound');
     return versions[versions.length - 1]!.version;
   }
@@ -433,7 +467,7 @@ export class ServiceManager {
   }
 
   private row(key: string): Row {
-    const r = (this.db.prepare('SELECT * FROM services WHERE id = ?').get(key) ?? this.db.prepare('SELECT * FROM services WHERE name = ?').get(key)) as Row | undefined;
+    const r = (this.db.prepare('SELECT * FROM services WHERE id = ?').get(key) ?? this.db.prepare('SELECT * FROM services WHERE name = ? ORDER BY created_at').get(key)) as Row | undefined;
     if (!r) throw notFound(`service '${key}' does not exist`, 'ServiceNotFound');
     return r;
   }

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { GatewayError, notFound } from '../errors.js';
@@ -46,7 +46,7 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const VERSION = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Says which service uses a model version, if any (a version in use cannot be deleted). */
-export type UsageCheck = (model: string, version: string) => string | null;
+export type UsageCheck = (projectId: string, model: string, version: string) => string | null;
 
 /**
  * Model versions (SPEC §4, §6): imported from a folder, an archive or a bare .onnx, checked,
@@ -135,14 +135,16 @@ export class ModelRegistry {
     if (existing && this.db.prepare('SELECT 1 FROM model_versions WHERE model_id = ? AND version = ?').get(existing.id, version)) {
       throw new GatewayError(409, 'VersionExists', `model '${meta.name}' already has version '${version}'; give another version`);
     }
-    const dir = path.join(this.modelsRoot, meta.name, version);
+    // Folders are per model id: two projects may each have a model of one name.
+    const modelId = existing?.id ?? randomUUID();
+    const dir = path.join(this.modelsRoot, modelId, version);
     await mkdir(path.dirname(dir), { recursive: true });
     await rm(dir, { recursive: true, force: true });
     await rename(root === scratch ? scratch : root, dir);
     const size = await folderSize(dir);
     const now = Date.now();
     const row: VersionRow = {
-      id: randomUUID(), model_id: existing?.id ?? randomUUID(), version, description: meta.description ?? '', model_type: pkg.modelType,
+      id: randomUUID(), model_id: modelId, version, description: meta.description ?? '', model_type: pkg.modelType,
       sha256: pkg.sha256 || configSha(pkg), size, dir, config: JSON.stringify(pkg.config), status: 'normal', created_at: now,
     };
     this.db.transaction(() => {
@@ -167,20 +169,23 @@ export class ModelRegistry {
     return next;
   }
 
-  private modelRow(name: string, projectId?: string): ModelRow | undefined {
-    return (projectId
-      ? this.db.prepare('SELECT * FROM models WHERE name = ? AND project_id = ?').get(name, projectId)
-      : this.db.prepare('SELECT * FROM models WHERE name = ?').get(name)) as ModelRow | undefined;
+  private modelRow(name: string, projectId: string): ModelRow | undefined {
+    return this.db.prepare('SELECT * FROM models WHERE name = ? AND project_id = ?').get(name, projectId) as ModelRow | undefined;
   }
 
-  private requireModel(name: string): ModelRow {
-    const m = this.modelRow(name);
+  private requireModel(projectId: string, name: string): ModelRow {
+    const m = this.modelRow(name, projectId);
     if (!m) throw notFound(`model '${name}' does not exist`, 'ModelNotFound');
     return m;
   }
 
-  private versionRow(name: string, version: string): VersionRow {
-    const m = this.requireModel(name);
+  /** The projects holding a model of this name (names are unique within a project only). */
+  projectsWith(name: string): string[] {
+    return (this.db.prepare('SELECT project_id FROM models WHERE name = ? ORDER BY created_at').all(name) as { project_id: string }[]).map((r) => r.project_id);
+  }
+
+  private versionRow(projectId: string, name: string, version: string): VersionRow {
+    const m = this.requireModel(projectId, name);
     const v = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND version = ?').get(m.id, version) as VersionRow | undefined;
     if (!v) throw notFound(`model '${name}' has no version '${version}'`, 'VersionNotFound');
     return v;
@@ -202,25 +207,28 @@ export class ModelRegistry {
     return { id: m.id, name: m.name, project, description: m.description, created_at: new Date(m.created_at).toISOString(), versions: versions.map((v) => this.versionView(m.name, v)) };
   }
 
-  list(): ModelView[] {
-    return (this.db.prepare('SELECT * FROM models ORDER BY name').all() as ModelRow[]).map((m) => this.modelView(m));
+  /** The models of the given projects (all projects: null). */
+  list(projectIds: ReadonlySet<string> | null): ModelView[] {
+    return (this.db.prepare('SELECT * FROM models ORDER BY name, created_at').all() as ModelRow[])
+      .filter((m) => projectIds === null || projectIds.has(m.project_id))
+      .map((m) => this.modelView(m));
   }
 
-  get(name: string): ModelView {
-    return this.modelView(this.requireModel(name));
+  get(projectId: string, name: string): ModelView {
+    return this.modelView(this.requireModel(projectId, name));
   }
 
-  getVersion(name: string, version: string): ModelVersionView {
-    return this.versionView(name, this.versionRow(name, version));
+  getVersion(projectId: string, name: string, version: string): ModelVersionView {
+    return this.versionView(name, this.versionRow(projectId, name, version));
   }
 
-  events(name: string): EventRecord[] {
-    return this.eventLog.of('model', this.requireModel(name).id);
+  events(projectId: string, name: string): EventRecord[] {
+    return this.eventLog.of('model', this.requireModel(projectId, name).id);
   }
 
   /** The stored package of a version, for deployment. */
-  async package(name: string, version: string | undefined): Promise<ModelPackage> {
-    const m = this.requireModel(name);
+  async package(projectId: string, name: string, version: string | undefined): Promise<ModelPackage> {
+    const m = this.requireModel(projectId, name);
     const v = (version === undefined
       ? this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(m.id)
       : this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND version = ?').get(m.id, version)) as VersionRow | undefined;
@@ -228,28 +236,31 @@ export class ModelRegistry {
     return readPackage(v.dir, name, v.version);
   }
 
-  async deleteVersion(name: string, version: string): Promise<void> {
-    const v = this.versionRow(name, version);
-    const user = this.usage(name, version);
+  async deleteVersion(projectId: string, name: string, version: string): Promise<void> {
+    const v = this.versionRow(projectId, name, version);
+    const user = this.usage(projectId, name, version);
     if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${version}' is used by service '${user}'; remove it from the service first`);
     this.db.prepare('DELETE FROM model_versions WHERE id = ?').run(v.id);
     this.eventLog.record('model', v.model_id, 'Normal', `Model ${name} version ${version} deleted.`);
     await rm(v.dir, { recursive: true, force: true });
   }
 
-  async deleteModel(name: string): Promise<void> {
-    const m = this.requireModel(name);
+  async deleteModel(projectId: string, name: string): Promise<void> {
+    const m = this.requireModel(projectId, name);
     const versions = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ?').all(m.id) as VersionRow[];
     for (const v of versions) {
-      const user = this.usage(name, v.version);
+      const user = this.usage(projectId, name, v.version);
       if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${v.version}' is used by service '${user}'; remove it from the service first`);
     }
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM model_versions WHERE model_id = ?').run(m.id);
       this.db.prepare('DELETE FROM models WHERE id = ?').run(m.id);
     })();
-    for (const v of versions) await rm(v.dir, { recursive: true, force: true });
-    await rm(path.join(this.modelsRoot, name), { recursive: true, force: true });
+    for (const v of versions) {
+      await rm(v.dir, { recursive: true, force: true });
+      // The model folder goes with its last version (legacy folders named by model may hold others).
+      await rmdir(path.dirname(v.dir)).catch(() => undefined);
+    }
   }
 }
 

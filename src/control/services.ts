@@ -3,6 +3,7 @@ import type { OnnxRunner } from '../runtime/onnx/runner.js';
 import type { TokenBucket } from '../traffic/bucket.js';
 import type { Condition } from '../traffic/rules.js';
 import type { VersionMetrics } from '../telemetry/metrics.js';
+import type { ServiceLog } from '../telemetry/inference-log.js';
 
 export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | 'alarm' | 'failed' | 'deleting';
 
@@ -59,6 +60,13 @@ export interface Service {
   /** traffic_limit's bucket; kept across updates so a rolling update does not refill it. */
   limiter: TokenBucket | null;
   versions: ServiceVersion[];
+  /** Versions that get a copy of each request, for the inference log only (SPEC §7.4). */
+  shadows: ServiceVersion[];
+  /** `out_<version>` labels of the shadows, in order. */
+  shadowLabels: string[];
+  /** The service splits traffic between versions: replies and logs say which answered (`_model_split`). */
+  split: boolean;
+  log: ServiceLog | null;
   /** Running sums of weights, for drawing a version (gray release). */
   cumulativeWeights: number[];
 }
@@ -73,16 +81,20 @@ export interface ServiceParts {
   versions: ServiceVersion[];
   limiter: TokenBucket | null;
   rules: CompiledRules | null;
+  shadows: ServiceVersion[];
+  log: ServiceLog | null;
 }
 
 export function makeService(parts: ServiceParts): Service {
   let sum = 0;
   const cumulativeWeights = parts.versions.map((v) => (sum += v.weight));
-  return { ...parts, cumulativeWeights };
+  // out_<version>; where two models of the service share a version string, out_<model>@<version>.
+  const shadowLabels = parts.shadows.map((v) => (parts.versions.filter((o) => o.modelVersion === v.modelVersion).length > 1 ? `out_${v.model}@${v.modelVersion}` : `out_${v.modelVersion}`));
+  return { ...parts, cumulativeWeights, shadowLabels, split: new Set([...parts.versions.filter((v) => v.weight > 0), ...(parts.rules?.list.map((r) => r.version) ?? [])]).size > 1 };
 }
 
-export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string): ServedBy {
-  return servedBy(model, modelVersion, sha256, `${serviceName}-${modelVersion}`);
+export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string, split = false): ServedBy {
+  return servedBy(model, modelVersion, sha256, `${serviceName}-${modelVersion}`, split);
 }
 
 /** Draws a version by weight; a service with one version skips the draw. */
@@ -113,10 +125,10 @@ export class RoutingTable {
 
   swap(services: Service[]): void {
     const next = new Map<string, Service>();
-    for (const s of services) {
-      next.set(s.id, s);
-      next.set(s.name, s);
-    }
+    // A name two projects use reaches the older service (services arrive in creation order), so a
+    // tenant reusing a name never takes over another's clients; the newer is reached by id.
+    for (const s of services) next.set(s.id, s);
+    for (const s of services) if (!next.has(s.name)) next.set(s.name, s);
     this.byKey = next;
     this.list = services;
   }

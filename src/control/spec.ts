@@ -24,6 +24,16 @@ export interface ServiceSpec {
   traffic_limit: number | null;
   versions: VersionSpec[];
   rules: RuleSpec[];
+  /** Versions that get a copy of every request; their outputs go to the inference log only (SPEC §7.4). */
+  shadow: VersionRef[];
+  /** Share of requests recorded in the inference log, 0–1; null: the gateway's logs.sample_rate. */
+  log_sample_rate: number | null;
+}
+
+/** A service version named by its model version (`model` where the service mixes models). */
+export interface VersionRef {
+  model: string;
+  version: string;
 }
 
 /** A routing rule (SPEC §7.3): the first whose condition holds sends the request to its version. */
@@ -57,10 +67,7 @@ function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
     if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions`, 'BadSpec');
     const model = r['model'];
     if (model !== undefined && typeof model !== 'string') throw badRequest(`${at}.model must be a model name`, 'BadSpec');
-    const matches = versions.filter((v) => v.version === r['version'] && (model === undefined || v.model === model));
-    if (matches.length === 0) throw badRequest(`${at}: the service has no version '${r['version']}'${model ? ` of model '${model}'` : ''}`, 'BadSpec');
-    if (matches.length > 1) throw badRequest(`${at}: version '${r['version']}' is ambiguous (several models have it); add "model"`, 'BadSpec');
-    const out: RuleSpec = { condition: r['condition'], model: matches[0]!.model, version: matches[0]!.version };
+    const out: RuleSpec = { condition: r['condition'], ...versionRef(versions, r['version'], model, at) };
     for (const k of ['setting_name', 'setting_value'] as const) {
       if (r[k] !== undefined) {
         if (typeof r[k] !== 'string') throw badRequest(`${at}.${k} must be a string`, 'BadSpec');
@@ -69,6 +76,33 @@ function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
     }
     if ((out.setting_name === undefined) !== (out.setting_value === undefined)) throw badRequest(`${at}: give setting_name and setting_value together`, 'BadSpec');
     return out;
+  });
+}
+
+/** The one service version a `version` (and optional `model`) names. */
+function versionRef(versions: VersionSpec[], version: string, model: string | undefined, at: string): VersionRef {
+  const matches = versions.filter((v) => v.version === version && (model === undefined || v.model === model));
+  if (matches.length === 0) throw badRequest(`${at}: the service has no version '${version}'${model ? ` of model '${model}'` : ''}; name one of ${versions.map((v) => `${v.model}@${v.version}`).join(', ')}`, 'BadSpec');
+  if (matches.length > 1) throw badRequest(`${at}: version '${version}' is ambiguous (several models have it); add "model"`, 'BadSpec');
+  return { model: matches[0]!.model, version: matches[0]!.version };
+}
+
+function shadowOf(raw: unknown, versions: VersionSpec[]): VersionRef[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw badRequest(`'shadow' must be an array of {"version", "model"?} naming service versions (weight 0 keeps them out of the split)`, 'BadSpec');
+  const seen = new Set<string>();
+  return raw.map((r, i) => {
+    const at = `shadow[${i}]`;
+    if (!isObj(r)) throw badRequest(`${at} must be an object {"version", "model"?}`, 'BadSpec');
+    const extra = Object.keys(r).find((k) => k !== 'version' && k !== 'model');
+    if (extra) throw badRequest(`${at}: unknown field '${extra}'; expected version, model`, 'BadSpec');
+    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions`, 'BadSpec');
+    if (r['model'] !== undefined && typeof r['model'] !== 'string') throw badRequest(`${at}.model must be a model name`, 'BadSpec');
+    const ref = versionRef(versions, r['version'], r['model'] as string | undefined, at);
+    const key = `${ref.model}@${ref.version}`;
+    if (seen.has(key)) throw badRequest(`${at}: ${key} is listed twice`, 'BadSpec');
+    seen.add(key);
+    return ref;
   });
 }
 
@@ -149,10 +183,19 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   const limit = body['traffic_limit'] === undefined ? (base?.traffic_limit ?? null) : body['traffic_limit'];
   if (limit !== null && (typeof limit !== 'number' || !(limit > 0))) throw badRequest(`'traffic_limit' must be a positive number of requests per second, or null for none`, 'BadSpec');
   const rules = rulesOf(body['rules'] === undefined ? base?.rules : body['rules'], versions);
-  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules };
+  const shadow = shadowOf(body['shadow'] === undefined ? base?.shadow : body['shadow'], versions);
+  const rate = body['log_sample_rate'] === undefined ? (base?.log_sample_rate ?? null) : body['log_sample_rate'];
+  if (rate !== null && (typeof rate !== 'number' || !(rate >= 0 && rate <= 1))) throw badRequest(`'log_sample_rate' must be a number from 0 to 1 (the share of requests kept in the inference log), or null for the gateway's logs.sample_rate`, 'BadSpec');
+  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null };
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */
 export function versionKey(v: VersionSpec): string {
   return JSON.stringify([v.model, v.version, v.instances, v.provider, v.provider_fallback ?? null, v.intra_op_threads, v.batching ?? null]);
+}
+
+/** Requests may reach more than one version (weights or rules): replies then say which answered. */
+export function splitsTraffic(spec: ServiceSpec): boolean {
+  const reachable = new Set([...spec.versions.filter((v) => v.weight > 0).map((v) => `${v.model}@${v.version}`), ...(spec.rules ?? []).map((r) => `${r.model}@${r.version}`)]);
+  return reachable.size > 1;
 }

@@ -13,6 +13,8 @@ import type { Principal } from '../auth/tokens.js';
 import { MinuteQuota } from '../traffic/quota.js';
 import type { RuleInput } from '../traffic/rules.js';
 import { routeParam } from './params.js';
+import type { HookContext } from '../runtime/onnx/worker.js';
+import { recordShadow, type LogEntry } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 
 export interface InferLimits {
@@ -40,6 +42,12 @@ class InferCall implements Job {
   principal: Principal | null = null;
   /** The version that serves the call, chosen once the body and the caller are known. */
   version: ServiceVersion | null = null;
+  /** The matched rule's setting (SPEC §7.3), for the version's hooks. */
+  setting: [string, string] | null = null;
+  /** Hook context: only when a rule setting is to reach hooks (a job with a ctx runs unmerged). */
+  ctx: HookContext | undefined = undefined;
+  /** This request's inference log record, when it was sampled. */
+  logEntry: LogEntry | null = null;
   private chunks: Buffer[] | null = null;
   private received = 0;
 
@@ -99,6 +107,7 @@ class InferCall implements Job {
     const version = this.pinned ?? this.front.route(this.service, this);
     this.version = version;
     versionAcquired(version);
+    const s = this.service;
     try {
       const decoded = decodeBody(body, { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength }, version.runner.signature);
       this.decoded = decoded;
@@ -108,7 +117,13 @@ class InferCall implements Job {
       this.reply(errorReply(asGatewayError(err)));
       return;
     }
+    if (this.setting && version.runner.hookDir) {
+      this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
+    }
+    // Sampled before the inputs go to a worker (they are moved there, not copied).
+    if (s.log?.sample()) this.logEntry = s.log.begin(this.requestId, this.request, version.runner.signature, version.servedBy, s.split, s.shadowLabels);
     version.runner.submit(this);
+    if (s.shadows.length) this.front.shadow(s, version, body, this);
   }
 
   resolve(result: InferResult): void {
@@ -123,12 +138,14 @@ class InferCall implements Job {
       reply = errorReply(asGatewayError(err));
     }
     v.metrics.served(result.queueNs, result.runNs);
+    if (this.logEntry) this.service.log!.commit(this.logEntry, reply.status, result, null, v.runner.signature, this.request.rows);
     this.reply(reply);
   }
 
   reject(err: GatewayError, close = false): void {
     if (this.cancelled) return;
     if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.front.log(err);
+    if (this.logEntry) this.service.log!.commit(this.logEntry, err.status, null, err.message, this.version!.runner.signature, this.request.rows);
     this.reply(errorReply(err, close));
   }
 
@@ -159,6 +176,36 @@ class InferCall implements Job {
     this.decoded = null;
     this.request = NO_REQUEST;
     this.chunks = null;
+    this.logEntry = null;
+  }
+}
+
+/**
+ * A shadow version's copy of a request (SPEC §7.4): runs on the shadow's own runner, answers
+ * nobody, and puts its outputs in the request's log record. It holds the version so a rolling
+ * update waits for it before closing the runner.
+ */
+class ShadowJob implements Job {
+  cancelled = false;
+  enqueuedAt = 0;
+
+  constructor(
+    readonly request: InferRequest,
+    private readonly version: ServiceVersion,
+    private readonly entry: LogEntry | null,
+    private readonly label: string,
+  ) {
+    versionAcquired(version);
+  }
+
+  resolve(result: InferResult): void {
+    if (this.entry) recordShadow(this.entry, this.label, this.version.servedBy, this.version.runner.signature, result, this.request.rows, null);
+    versionReleased(this.version);
+  }
+
+  reject(err: GatewayError): void {
+    if (this.entry) recordShadow(this.entry, this.label, this.version.servedBy, this.version.runner.signature, null, this.request.rows, err.message);
+    versionReleased(this.version);
   }
 }
 
@@ -260,14 +307,39 @@ export class InferenceFront {
     res.onData((chunk, isLast) => call.onData(chunk, isLast));
   }
 
-  /** The first rule whose condition holds picks the version; otherwise the weights do (SPEC §7.3, §7.4). */
-  route(service: Service, call: { principal: Principal | null; ruleHeaders: Record<string, string> | null }): ServiceVersion {
+  /** The first rule whose condition holds picks the version (and its setting); otherwise the weights do (SPEC §7.3, §7.4). */
+  route(service: Service, call: { principal: Principal | null; ruleHeaders: Record<string, string> | null; setting: [string, string] | null }): ServiceVersion {
     const rules = service.rules;
     if (rules) {
       const input = ruleInput(service, call.principal, call.ruleHeaders ?? {});
-      for (const r of rules.list) if (r.holds(input)) return r.version;
+      for (const r of rules.list) {
+        if (r.holds(input)) {
+          call.setting = r.setting;
+          return r.version;
+        }
+      }
     }
     return pickVersion(service);
+  }
+
+  /** Copies of the request for the service's shadow versions; a copy that cannot be made is logged as such. */
+  shadow(service: Service, primary: ServiceVersion, body: Uint8Array, call: InferCall): void {
+    for (let i = 0; i < service.shadows.length; i++) {
+      const v = service.shadows[i]!;
+      const label = service.shadowLabels[i]!;
+      if (v === primary) {
+        if (call.logEntry) call.logEntry.ownShadow = label;
+        continue;
+      }
+      let request: InferRequest;
+      try {
+        request = decodeBody(body, { contentType: call.contentType, inferenceHeaderLength: call.inferenceHeaderLength }, v.runner.signature).request;
+      } catch (err) {
+        if (call.logEntry) recordShadow(call.logEntry, label, v.servedBy, v.runner.signature, null, 0, asGatewayError(err).message);
+        continue;
+      }
+      v.runner.submit(new ShadowJob(request, v, call.logEntry, label));
+    }
   }
 
   unrouted(status: number): void {

@@ -31,6 +31,8 @@ export class OnnxRunner {
     readonly signature: ModelSignature,
     readonly provider: Provider,
     readonly notes: string[],
+    /** The package folder when the package has hooks (customize_service.js), which then get a ctx. */
+    readonly hookDir: string | null,
     private readonly pool: Piscina,
     private readonly batcher: Batcher,
   ) {}
@@ -66,7 +68,7 @@ export class OnnxRunner {
     const run = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: Job['ctx']): Promise<RunResult> =>
       pool.run({ kind: 'run', inputs, ctx } satisfies WorkerTask, { transferList: transfer }) as Promise<RunResult>;
     const batcher = new Batcher(opts.label, signature, opts.batching, capacity, run, opts.observer);
-    return new OnnxRunner(signature, provider, note ? [note] : [], pool, batcher);
+    return new OnnxRunner(signature, provider, note ? [note] : [], opts.hookPath ? opts.packageDir : null, pool, batcher);
   }
 
   submit(job: Job): void {
