@@ -183,3 +183,33 @@ describe('shadow traffic, A/B and the inference log', () => {
     assert.match(rate.json.error_msg, /'log_sample_rate' must be a number from 0 to 1/);
   });
 });
+
+describe('the inference log keeps the latest records within its bounds', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway({ modelsDir: makeModelsDir({ fraud: { from: 'ccfraud' } }), config: { logs: { records_per_service: 8, bytes_per_service: 4096 } } });
+    await waitForService(gw, 'fraud', 'running');
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('records and bytes wrap around; the newest stay readable and whole', async () => {
+    for (let i = 0; i < 30; i++) {
+      const a = await postJson(`${gw.url}/v1/infers/fraud`, row(i / 30), PANDAS, { 'x-request-id': `wrap-${i}` });
+      assert.equal(a.status, 200);
+    }
+    const page = await post(`${gw.url}/v1/services/fraud/logs`, JSON.stringify({ order: 'Asc' }), 'application/json', { 'x-auth-token': 'test-admin-token-0123456789' });
+    assert.equal(page.status, 200, page.text);
+    const ids = page.json.map((r: any) => r.metadata.request_id);
+    // ~700 bytes a record in 4 KiB: the bytes run out before the 8 record slots do.
+    assert.ok(ids.length >= 3 && ids.length <= 8, ids.join(','));
+    assert.deepEqual(ids, Array.from({ length: ids.length }, (_, k) => `wrap-${30 - ids.length + k}`));
+    for (const r of page.json) {
+      const i = Number(r.metadata.request_id.slice(5));
+      assert.equal(r.in.tensor[0][0], i / 30);
+      assert.equal(r.in.tensor[0].length, 29);
+      assert.equal(r.metadata.status, 200);
+    }
+  });
+});

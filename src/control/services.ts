@@ -64,8 +64,6 @@ export interface Service {
   shadows: ServiceVersion[];
   /** `out_<version>` labels of the shadows, in order. */
   shadowLabels: string[];
-  /** The service splits traffic between versions: replies and logs say which answered (`_model_split`). */
-  split: boolean;
   log: ServiceLog | null;
   /** Running sums of weights, for drawing a version (gray release). */
   cumulativeWeights: number[];
@@ -90,7 +88,7 @@ export function makeService(parts: ServiceParts): Service {
   const cumulativeWeights = parts.versions.map((v) => (sum += v.weight));
   // out_<version>; where two models of the service share a version string, out_<model>@<version>.
   const shadowLabels = parts.shadows.map((v) => (parts.versions.filter((o) => o.modelVersion === v.modelVersion).length > 1 ? `out_${v.model}@${v.modelVersion}` : `out_${v.modelVersion}`));
-  return { ...parts, cumulativeWeights, shadowLabels, split: new Set([...parts.versions.filter((v) => v.weight > 0), ...(parts.rules?.list.map((r) => r.version) ?? [])]).size > 1 };
+  return { ...parts, cumulativeWeights, shadowLabels };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string, split = false): ServedBy {

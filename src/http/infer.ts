@@ -14,7 +14,7 @@ import { MinuteQuota } from '../traffic/quota.js';
 import type { RuleInput } from '../traffic/rules.js';
 import { routeParam } from './params.js';
 import type { HookContext } from '../runtime/onnx/worker.js';
-import { recordShadow, type LogEntry } from '../telemetry/inference-log.js';
+import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 
 export interface InferLimits {
@@ -46,8 +46,13 @@ class InferCall implements Job {
   setting: [string, string] | null = null;
   /** Hook context: only when a rule setting is to reach hooks (a job with a ctx runs unmerged). */
   ctx: HookContext | undefined = undefined;
-  /** This request's inference log record, when it was sampled. */
-  logEntry: LogEntry | null = null;
+  /** Where the inference log kept this request's body, when it was sampled (-1: not sampled). */
+  logBodyAt = -1;
+  logBodyLen = 0;
+  /** Sampled requests of services with shadows: what the shadows answered. */
+  shadowSlot: ShadowSlot | null = null;
+  /** The shadow label of this call's own version, when a shadow version drew the request itself. */
+  ownShadow: string | null = null;
   private chunks: Buffer[] | null = null;
   private received = 0;
 
@@ -120,8 +125,12 @@ class InferCall implements Job {
     if (this.setting && version.runner.hookDir) {
       this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
     }
-    // Sampled before the inputs go to a worker (they are moved there, not copied).
-    if (s.log?.sample()) this.logEntry = s.log.begin(this.requestId, this.request, version.runner.signature, version.servedBy, s.split, s.shadowLabels);
+    // The body is kept now: it is valid only during this call, and the inputs are moved to a worker.
+    if (s.log?.sample()) {
+      this.logBodyAt = s.log.keepBody(body);
+      this.logBodyLen = body.byteLength;
+      if (s.shadows.length) this.shadowSlot = new Map(s.shadowLabels.map((l) => [l, null]));
+    }
     version.runner.submit(this);
     if (s.shadows.length) this.front.shadow(s, version, body, this);
   }
@@ -138,15 +147,22 @@ class InferCall implements Job {
       reply = errorReply(asGatewayError(err));
     }
     v.metrics.served(result.queueNs, result.runNs);
-    if (this.logEntry) this.service.log!.commit(this.logEntry, reply.status, result, null, v.runner.signature, this.request.rows);
+    if (this.logBodyAt >= 0) this.logged(reply.status, result, null);
     this.reply(reply);
   }
 
   reject(err: GatewayError, close = false): void {
     if (this.cancelled) return;
     if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.front.log(err);
-    if (this.logEntry) this.service.log!.commit(this.logEntry, err.status, null, err.message, this.version!.runner.signature, this.request.rows);
+    if (this.logBodyAt >= 0) this.logged(err.status, null, err.message);
     this.reply(errorReply(err, close));
+  }
+
+  private logged(status: number, result: InferResult | null, error: string | null): void {
+    const v = this.version!;
+    const sig = v.runner.signature;
+    if (this.ownShadow !== null && this.shadowSlot) recordShadow(this.shadowSlot, this.ownShadow, sig, result, this.request.rows, error);
+    this.service.log!.commit(this.requestId, this.logBodyAt, this.logBodyLen, this.contentType, this.inferenceHeaderLength, v.servedBy, sig, status, result, this.request.rows, error, this.shadowSlot);
   }
 
   /** The client went away: nothing may touch `res` any more. */
@@ -176,7 +192,7 @@ class InferCall implements Job {
     this.decoded = null;
     this.request = NO_REQUEST;
     this.chunks = null;
-    this.logEntry = null;
+    this.shadowSlot = null;
   }
 }
 
@@ -192,19 +208,19 @@ class ShadowJob implements Job {
   constructor(
     readonly request: InferRequest,
     private readonly version: ServiceVersion,
-    private readonly entry: LogEntry | null,
+    private readonly slot: ShadowSlot | null,
     private readonly label: string,
   ) {
     versionAcquired(version);
   }
 
   resolve(result: InferResult): void {
-    if (this.entry) recordShadow(this.entry, this.label, this.version.servedBy, this.version.runner.signature, result, this.request.rows, null);
+    if (this.slot) recordShadow(this.slot, this.label, this.version.runner.signature, result, this.request.rows, null);
     versionReleased(this.version);
   }
 
   reject(err: GatewayError): void {
-    if (this.entry) recordShadow(this.entry, this.label, this.version.servedBy, this.version.runner.signature, null, this.request.rows, err.message);
+    if (this.slot) recordShadow(this.slot, this.label, this.version.runner.signature, null, this.request.rows, err.message);
     versionReleased(this.version);
   }
 }
@@ -328,17 +344,17 @@ export class InferenceFront {
       const v = service.shadows[i]!;
       const label = service.shadowLabels[i]!;
       if (v === primary) {
-        if (call.logEntry) call.logEntry.ownShadow = label;
+        call.ownShadow = label;
         continue;
       }
       let request: InferRequest;
       try {
         request = decodeBody(body, { contentType: call.contentType, inferenceHeaderLength: call.inferenceHeaderLength }, v.runner.signature).request;
       } catch (err) {
-        if (call.logEntry) recordShadow(call.logEntry, label, v.servedBy, v.runner.signature, null, 0, asGatewayError(err).message);
+        if (call.shadowSlot) recordShadow(call.shadowSlot, label, v.runner.signature, null, 0, asGatewayError(err).message);
         continue;
       }
-      v.runner.submit(new ShadowJob(request, v, call.logEntry, label));
+      v.runner.submit(new ShadowJob(request, v, call.shadowSlot, label));
     }
   }
 

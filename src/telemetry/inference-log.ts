@@ -1,47 +1,35 @@
-import type { ServedBy } from '../codecs/types.js';
+import { decodeBody } from '../codecs/index.js';
 import { tensorJson } from '../codecs/jsonvalues.js';
+import type { ServedBy } from '../codecs/types.js';
 import { badRequest, GatewayError } from '../errors.js';
 import type { ModelSignature } from '../runtime/onnx/signature.js';
-import type { Tensor } from '../runtime/onnx/tensor.js';
-import type { InferRequest, InferResult } from '../runtime/types.js';
+import { bytesPerElement, typedView, type Tensor } from '../runtime/onnx/tensor.js';
+import type { InferResult } from '../runtime/types.js';
 
 export interface LogSettings {
   /** Share of requests recorded, 0–1 (a service's log_sample_rate overrides it). */
   sample_rate: number;
   /** Records kept per service; the oldest go first. */
   records_per_service: number;
+  /** Bytes of request bodies and outputs kept per service (allocated at its first record). */
+  bytes_per_service: number;
   /** A record over this size drops its largest input columns, then outputs, and says so. */
   max_record_bytes: number;
 }
 
-/** What a version answered, as the log keeps it: the batch's outputs and this request's rows in them. */
-interface Answer {
-  by: ServedBy;
+/** A shadow's answer, kept as tensors (shadow services are few; they may allocate). */
+interface ShadowAnswer {
   sig: ModelSignature;
   outputs: Tensor[];
-  offset: number;
-  rows: number;
-  whole: boolean;
 }
 
-/** One request in the log. Shadow answers arrive after the reply and are filled in then. */
-export interface LogEntry {
-  seq: number;
-  time: number;
-  requestId: string;
-  status: number;
-  error: string | null;
-  /** The request's inputs, copied before they were handed to a worker. */
-  inputs: Tensor[] | null;
-  inputSig: ModelSignature;
-  answer: Answer | null;
+/** What the shadows of one sampled request answered: label → answer, error text, or null while running. */
+export type ShadowSlot = Map<string, ShadowAnswer | string | null>;
+
+/** A version (and the body format) records refer to by a small number. */
+interface Source {
   by: ServedBy;
-  elapsedNs: [number, number];
-  split: boolean;
-  /** `out_<version>` → a shadow's answer, the error it gave, or null while it runs. */
-  shadows: Map<string, Answer | string | null> | null;
-  /** The shadow label of the version that answered, when a shadow version drew the request itself. */
-  ownShadow: string | null;
+  sig: ModelSignature;
 }
 
 export type IterationStatus = 'All' | 'RecordLimited' | 'ByteLimited' | 'SchemaChange';
@@ -62,20 +50,96 @@ export interface LogQuery {
 
 /** A page stops growing past this many bytes of JSON (Wallaroo's ByteLimited). */
 const PAGE_BYTES = 16 * 1024 * 1024;
+const MAX_ID = 128;
+const STRING_OUTPUT = 255;
 
 /**
- * One service's inference log (SPEC §10): a ring of the latest records in memory. The request
- * path only copies the sampled request's inputs and keeps references to its outputs; turning
- * them into JSON waits until someone reads the log.
+ * Bytes in a ring: request bodies and outputs are copied in, and a record is readable while
+ * its bytes have not been written over. Positions are absolute (bytes ever written).
+ */
+class ByteRing {
+  readonly bytes: Uint8Array;
+  written = 0;
+
+  constructor(capacity: number) {
+    this.bytes = new Uint8Array(capacity);
+  }
+
+  put(src: Uint8Array): number {
+    const at = this.written;
+    const cap = this.bytes.length;
+    if (src.length > cap) {
+      // Too large to keep: recorded as already overwritten.
+      this.written += src.length;
+      return at;
+    }
+    const pos = at % cap;
+    const first = Math.min(src.length, cap - pos);
+    this.bytes.set(first === src.length ? src : src.subarray(0, first), pos);
+    if (first < src.length) this.bytes.set(src.subarray(first), 0);
+    this.written += src.length;
+    return at;
+  }
+
+  kept(at: number, len: number): boolean {
+    return len <= this.bytes.length && at >= this.written - this.bytes.length;
+  }
+
+  get(at: number, len: number): Uint8Array {
+    const cap = this.bytes.length;
+    const pos = at % cap;
+    if (pos + len <= cap) return this.bytes.slice(pos, pos + len);
+    const out = new Uint8Array(len);
+    out.set(this.bytes.subarray(pos), 0);
+    out.set(this.bytes.subarray(0, len - (cap - pos)), cap - pos);
+    return out;
+  }
+}
+
+/**
+ * One service's inference log (SPEC §10). The request path allocates nothing for it that
+ * outlives the request: the body and the output rows are copied into a preallocated byte ring,
+ * and the rest goes into typed arrays indexed by record. (Records kept as objects were promoted
+ * to the old generation and cost ~7 % of throughput.) JSON is made only when the log is read,
+ * by decoding the kept body again with the version's codec.
  */
 export class ServiceLog {
-  private readonly ring: (LogEntry | undefined)[];
-  private nextSeq = 0;
   sampleRate: number;
+  private ring: ByteRing | null = null;
+  private readonly n: number;
+  private nextSeq = 0;
+  private readonly time: Float64Array;
+  private readonly bodyAt: Float64Array;
+  private readonly bodyLen: Uint32Array;
+  private readonly outAt: Float64Array;
+  private readonly outLen: Uint32Array;
+  private readonly status: Uint16Array;
+  private readonly source: Uint16Array;
+  private readonly format: Uint16Array;
+  private readonly ihLength: Int32Array;
+  private readonly elapsed: Float64Array;
+  private readonly sources: Source[] = [];
+  private readonly sourceIds = new Map<ServedBy, number>();
+  private readonly formats: string[] = [];
+  private readonly formatIds = new Map<string, number>();
+  /** Rare parts, by seq: error texts and shadow answers. */
+  private readonly errors = new Map<number, string>();
+  private readonly shadows = new Map<number, ShadowSlot>();
+  private scratch = new Uint8Array(4096);
 
   constructor(private readonly settings: LogSettings, sampleRate: number) {
-    this.ring = new Array<LogEntry | undefined>(settings.records_per_service);
     this.sampleRate = sampleRate;
+    const n = (this.n = settings.records_per_service);
+    this.time = new Float64Array(n);
+    this.bodyAt = new Float64Array(n);
+    this.bodyLen = new Uint32Array(n);
+    this.outAt = new Float64Array(n);
+    this.outLen = new Uint32Array(n);
+    this.status = new Uint16Array(n);
+    this.source = new Uint16Array(n);
+    this.format = new Uint16Array(n);
+    this.ihLength = new Int32Array(n);
+    this.elapsed = new Float64Array(2 * n);
   }
 
   /** Should this request be recorded (decided before its inputs go to a worker). */
@@ -84,32 +148,41 @@ export class ServiceLog {
     return r >= 1 || (r > 0 && Math.random() < r);
   }
 
-  /** The start of a record: the request's inputs, copied. */
-  begin(requestId: string, request: InferRequest, sig: ModelSignature, by: ServedBy, split: boolean, shadowLabels: readonly string[]): LogEntry {
-    return {
-      seq: -1, time: 0, requestId, status: 0, error: null, inputs: request.inputs.map(copyTensor), inputSig: sig,
-      answer: null, by, elapsedNs: [0, 0], split, ownShadow: null,
-      shadows: shadowLabels.length ? new Map(shadowLabels.map((l) => [l, null])) : null,
-    };
+  /** Keeps a sampled request's body (valid only now); returns where, for commit(). */
+  keepBody(body: Uint8Array): number {
+    this.ring ??= new ByteRing(this.settings.bytes_per_service);
+    return this.ring.put(body);
   }
 
   /** The reply went out: the record joins the log. */
-  commit(e: LogEntry, status: number, result: InferResult | null, error: string | null, sig: ModelSignature, rows: number): void {
-    e.time = Date.now();
-    e.status = status;
-    e.error = error;
-    if (result) {
-      e.answer = { by: e.by, sig, outputs: result.outputs, offset: result.offset, rows, whole: result.whole };
-      e.elapsedNs = [result.queueNs, result.runNs];
-      // A shadow version that drew the request itself answered it once, as the primary.
-      if (e.ownShadow !== null) e.shadows?.set(e.ownShadow, e.answer);
+  commit(
+    requestId: string, bodyAt: number, bodyLen: number, contentType: string, ihLength: number,
+    by: ServedBy, sig: ModelSignature, status: number, result: InferResult | null, rows: number, error: string | null, shadows: ShadowSlot | null,
+  ): void {
+    const seq = this.nextSeq++;
+    const i = seq % this.n;
+    if (seq >= this.n) {
+      this.errors.delete(seq - this.n);
+      this.shadows.delete(seq - this.n);
     }
-    e.seq = this.nextSeq++;
-    this.ring[e.seq % this.ring.length] = e;
+    this.time[i] = Date.now();
+    this.bodyAt[i] = bodyAt;
+    this.bodyLen[i] = bodyLen;
+    this.status[i] = status;
+    this.source[i] = this.sourceId(by, sig);
+    this.format[i] = this.formatId(contentType);
+    this.ihLength[i] = ihLength;
+    this.elapsed[2 * i] = result ? result.queueNs : 0;
+    this.elapsed[2 * i + 1] = result ? result.runNs : 0;
+    const out = result ? this.packOutputs(requestId, result, sig, rows) : this.packOutputs(requestId, null, sig, 0);
+    this.outAt[i] = this.ring!.put(this.scratch.subarray(0, out));
+    this.outLen[i] = out;
+    if (error !== null) this.errors.set(seq, error);
+    if (shadows) this.shadows.set(seq, shadows);
   }
 
   query(q: LogQuery): LogPage {
-    const oldest = Math.max(0, this.nextSeq - this.ring.length);
+    const oldest = Math.max(0, this.nextSeq - this.n);
     const newest = this.nextSeq - 1;
     const step = q.order === 'Asc' ? 1 : -1;
     let seq = q.cursor ?? (q.order === 'Asc' ? oldest : newest);
@@ -118,19 +191,204 @@ export class ServiceLog {
     let count = 0;
     let schema: string | null = null;
     for (; seq >= oldest && seq <= newest; seq += step) {
-      const e = this.ring[seq % this.ring.length]!;
-      if (e.time < q.start || e.time >= q.end) continue;
+      const i = seq % this.n;
+      const t = this.time[i]!;
+      if (t < q.start || t >= q.end || !this.kept(i)) continue;
       if (count === q.pageSize) return { body: body + ']', cursor: String(seq), status: 'RecordLimited' };
-      const shape = schemaOf(e);
-      if (schema !== null && shape !== schema) return { body: body + ']', cursor: String(seq), status: 'SchemaChange' };
-      schema = shape;
-      const text = renderEntry(e, this.settings.max_record_bytes);
-      if (count > 0 && body.length + text.length > PAGE_BYTES) return { body: body + ']', cursor: String(seq), status: 'ByteLimited' };
-      body += (count ? ',' : '') + text;
+      const record = this.render(seq);
+      if (schema !== null && record.schema !== schema) return { body: body + ']', cursor: String(seq), status: 'SchemaChange' };
+      schema = record.schema;
+      if (count > 0 && body.length + record.text.length > PAGE_BYTES) return { body: body + ']', cursor: String(seq), status: 'ByteLimited' };
+      body += (count ? ',' : '') + record.text;
       count++;
     }
     return { body: body + ']', cursor: null, status: 'All' };
   }
+
+  // ---- the request path's part ----
+
+  private sourceId(by: ServedBy, sig: ModelSignature): number {
+    let id = this.sourceIds.get(by);
+    if (id === undefined) {
+      id = this.sources.push({ by, sig }) - 1;
+      this.sourceIds.set(by, id);
+    }
+    return id;
+  }
+
+  private formatId(contentType: string): number {
+    let id = this.formatIds.get(contentType);
+    if (id === undefined) {
+      id = this.formats.push(contentType) - 1;
+      this.formatIds.set(contentType, id);
+    }
+    return id;
+  }
+
+  private room(n: number): void {
+    if (this.scratch.length >= n) return;
+    const next = new Uint8Array(Math.max(n, this.scratch.length * 2));
+    next.set(this.scratch);
+    this.scratch = next;
+  }
+
+  /** [u8 idLen][id][u8 outputs] then per output [u8 rank | 255 for text][i32 dims][u32 bytes][bytes], into scratch. */
+  private packOutputs(requestId: string, result: InferResult | null, sig: ModelSignature, rows: number): number {
+    const idLen = Math.min(requestId.length, MAX_ID);
+    this.room(2 + idLen);
+    let p = 0;
+    const s = this.scratch;
+    s[p++] = idLen;
+    for (let k = 0; k < idLen; k++) s[p++] = requestId.charCodeAt(k) & 0x7f;
+    const outputs = result ? result.outputs : [];
+    s[p++] = outputs.length;
+    for (let o = 0; o < outputs.length; o++) {
+      const t = outputs[o]!;
+      const batched = !result!.whole && sig.outputs[o]!.batched;
+      const dims = t.dims;
+      const rank = dims.length;
+      let rowElems = 1;
+      for (let k = 1; k < rank; k++) rowElems *= dims[k]!;
+      const first = batched ? rows : rank > 0 ? dims[0]! : 1;
+      const from = batched ? result!.offset * rowElems : 0;
+      const count = rank === 0 ? 1 : first * rowElems;
+      if (t.type === 'string') {
+        const text = Buffer.from(tensorJson(t, rank ? [first, ...dims.slice(1)] : [], from));
+        this.room(p + 5 + text.length);
+        this.scratch[p++] = STRING_OUTPUT;
+        p = writeU32(this.scratch, p, text.length);
+        this.scratch.set(text, p);
+        p += text.length;
+        continue;
+      }
+      const bpe = bytesPerElement(t.type);
+      const data = t.data as Exclude<Tensor['data'], unknown[]>;
+      const bytes = count * bpe;
+      this.room(p + 1 + 4 * rank + 4 + bytes);
+      this.scratch[p++] = rank;
+      for (let k = 0; k < rank; k++) p = writeU32(this.scratch, p, k === 0 ? first : dims[k]!);
+      p = writeU32(this.scratch, p, bytes);
+      this.scratch.set(new Uint8Array(data.buffer, data.byteOffset + from * bpe, bytes), p);
+      p += bytes;
+    }
+    return p;
+  }
+
+  // ---- reading ----
+
+  private kept(i: number): boolean {
+    const r = this.ring;
+    return r !== null && r.kept(this.bodyAt[i]!, this.bodyLen[i]!) && r.kept(this.outAt[i]!, this.outLen[i]!);
+  }
+
+  private render(seq: number): { text: string; schema: string } {
+    const i = seq % this.n;
+    const ring = this.ring!;
+    const src = this.sources[this.source[i]!]!;
+    const packed = ring.get(this.outAt[i]!, this.outLen[i]!);
+    const { requestId, outputs } = unpackOutputs(packed, src.sig);
+    let inputs: [string, string][] = [];
+    try {
+      const decoded = decodeBody(ring.get(this.bodyAt[i]!, this.bodyLen[i]!), { contentType: this.formats[this.format[i]!]!, inferenceHeaderLength: this.ihLength[i]! }, src.sig);
+      inputs = decoded.request.inputs.map((t, k) => [src.sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
+    } catch {
+      // A body that failed to decode was answered with an error; the record says so without inputs.
+    }
+    const shadows = this.shadows.get(seq);
+    const shadowCols: [string, string][] = shadows
+      ? [...shadows].map(([label, a]) => [label, a === null ? 'null' : typeof a === 'string' ? JSON.stringify({ error: a }) : columnsObject(a.outputs.map((t, k) => [a.sig.outputs[k]!.name, tensorJson(t, t.dims, 0)]))])
+      : [];
+    if (outputs.length && src.by.modelSplit) outputs.push(['_model_split', `[${JSON.stringify({ name: src.by.modelName, version: src.by.modelVersion, sha: src.by.modelSha })}]`]);
+    const dropped = shrink(inputs, outputs, shadowCols, this.settings.max_record_bytes);
+    const error = this.errors.get(seq);
+    const metadata = {
+      last_model: JSON.stringify({ model_name: src.by.modelName, model_sha: src.by.modelSha }),
+      pipeline_version: src.by.serviceVersion,
+      elapsed: [this.elapsed[2 * i], this.elapsed[2 * i + 1]],
+      dropped,
+      request_id: requestId,
+      status: this.status[i],
+      ...(error !== undefined ? { error } : {}),
+    };
+    let text = `{"time":${this.time[i]},"in":${columnsObject(inputs)},"out":${columnsObject(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
+    for (const [label, v] of shadowCols) text += `,${JSON.stringify(label)}:${v}`;
+    const schema = `${src.sig.inputs.map((x) => x.name).join(',')}|${src.sig.outputs.map((x) => x.name).join(',')}|${shadows ? [...shadows.keys()].join(',') : ''}`;
+    return { text: text + '}', schema };
+  }
+}
+
+function writeU32(b: Uint8Array, p: number, v: number): number {
+  b[p] = v & 0xff;
+  b[p + 1] = (v >>> 8) & 0xff;
+  b[p + 2] = (v >>> 16) & 0xff;
+  b[p + 3] = (v >>> 24) & 0xff;
+  return p + 4;
+}
+
+const readU32 = (b: Uint8Array, p: number): number => (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
+
+function unpackOutputs(b: Uint8Array, sig: ModelSignature): { requestId: string; outputs: [string, string][] } {
+  let p = 0;
+  const idLen = b[p++]!;
+  const requestId = String.fromCharCode(...b.subarray(p, p + idLen));
+  p += idLen;
+  const n = b[p++]!;
+  const outputs: [string, string][] = [];
+  for (let o = 0; o < n; o++) {
+    const spec = sig.outputs[o]!;
+    const rank = b[p++]!;
+    if (rank === STRING_OUTPUT) {
+      const len = readU32(b, p);
+      p += 4;
+      outputs.push([spec.name, Buffer.from(b.buffer, b.byteOffset + p, len).toString('utf8')]);
+      p += len;
+      continue;
+    }
+    const dims: number[] = [];
+    for (let k = 0; k < rank; k++, p += 4) dims.push(readU32(b, p));
+    const bytes = readU32(b, p);
+    p += 4;
+    const type = spec.type as Exclude<Tensor['type'], 'string'>;
+    const copy = b.slice(p, p + bytes);
+    p += bytes;
+    const t: Tensor = { type, dims, data: typedView(type, copy.buffer, 0, bytes / bytesPerElement(type)) };
+    outputs.push([spec.name, tensorJson(t, dims, 0)]);
+  }
+  return { requestId, outputs };
+}
+
+const columnsObject = (cols: [string, string][]): string => `{${cols.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(',')}}`;
+
+/** Over the size limit, the largest input columns go first, then the largest outputs; returns what went. */
+function shrink(inputs: [string, string][], outputs: [string, string][], shadows: [string, string][], maxBytes: number): string[] {
+  const dropped: string[] = [];
+  const size = (): number => [...inputs, ...outputs, ...shadows].reduce((n, [k, v]) => n + k.length + v.length + 4, 256);
+  for (const [cols, prefix] of [[inputs, 'in'], [outputs, 'out']] as const) {
+    while (size() > maxBytes && cols.length > 0) {
+      let largest = 0;
+      for (let i = 1; i < cols.length; i++) if (cols[i]![1].length > cols[largest]![1].length) largest = i;
+      dropped.push(`${prefix}.${cols[largest]![0]}`);
+      cols.splice(largest, 1);
+    }
+  }
+  return dropped;
+}
+
+/** A shadow version's answer for a sampled request. */
+export function recordShadow(slot: ShadowSlot, label: string, sig: ModelSignature, result: InferResult | null, rows: number, error: string | null): void {
+  if (!result) {
+    slot.set(label, error ?? 'no answer');
+    return;
+  }
+  // The shadow's batch outputs are cut to this request's rows now: the batch's arrays are not kept.
+  const outputs = result.outputs.map((t, k): Tensor => {
+    const batched = !result.whole && sig.outputs[k]!.batched;
+    if (!batched) return t;
+    let rowElems = 1;
+    for (let d = 1; d < t.dims.length; d++) rowElems *= t.dims[d]!;
+    return { type: t.type, dims: [rows, ...t.dims.slice(1)], data: t.data.slice(result.offset * rowElems, (result.offset + rows) * rowElems) as Tensor['data'] };
+  });
+  slot.set(label, { sig, outputs });
 }
 
 /** The log query's body (Wallaroo get_logs): start_time, end_time, order, page_size, cursor. */
@@ -169,70 +427,4 @@ export function checkLogAccept(accept: string): void {
   const a = accept.toLowerCase();
   if (a === '' || a.includes('application/json') || a.includes('*/*')) return;
   throw new GatewayError(406, 'NotAcceptable', `the inference log is served as application/json (pandas records); Accept was '${accept}'`);
-}
-
-function copyTensor(t: Tensor): Tensor {
-  return { type: t.type, dims: t.dims.slice(), data: t.data.slice() as Tensor['data'] };
-}
-
-/** Names that make a record's columns: a page holds one schema (Arrow needs it; JSON readers like it). */
-function schemaOf(e: LogEntry): string {
-  const outs = e.answer ? e.answer.sig.outputs.map((o) => o.name).join(',') : '';
-  return `${e.inputSig.inputs.map((i) => i.name).join(',')}|${outs}|${e.shadows ? [...e.shadows.keys()].join(',') : ''}`;
-}
-
-function answerColumns(a: Answer): [string, string][] {
-  return a.outputs.map((t, i) => {
-    const spec = a.sig.outputs[i]!;
-    if (a.whole || !spec.batched) return [spec.name, tensorJson(t, t.dims, 0)];
-    const rowSize = t.dims.slice(1).reduce((x, y) => x * y, 1);
-    return [spec.name, tensorJson(t, [a.rows, ...t.dims.slice(1)], a.offset * rowSize)];
-  });
-}
-
-const object = (cols: [string, string][]): string => `{${cols.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(',')}}`;
-
-function splitJson(by: ServedBy): string {
-  return `[${JSON.stringify({ name: by.modelName, version: by.modelVersion, sha: by.modelSha })}]`;
-}
-
-/**
- * One record as pandas-records JSON: time, in, out, check_failures, metadata and out_<version>
- * for shadows. Over the size limit, the largest input columns go first, then the largest outputs.
- */
-export function renderEntry(e: LogEntry, maxBytes: number): string {
-  const inputs: [string, string][] = e.inputs ? e.inputs.map((t, i) => [e.inputSig.inputs[i]!.name, tensorJson(t, t.dims, 0)]) : [];
-  const outputs: [string, string][] = e.answer ? answerColumns(e.answer) : [];
-  if (e.answer && e.split) outputs.push(['_model_split', splitJson(e.by)]);
-  const shadows: [string, string][] = e.shadows
-    ? [...e.shadows].map(([label, a]) => [label, a === null ? 'null' : typeof a === 'string' ? JSON.stringify({ error: a }) : object(answerColumns(a))])
-    : [];
-  const dropped: string[] = [];
-  const size = (): number => [...inputs, ...outputs, ...shadows].reduce((n, [k, v]) => n + k.length + v.length + 4, 256);
-  for (const cols of [inputs, outputs]) {
-    while (size() > maxBytes && cols.length > 0) {
-      let largest = 0;
-      for (let i = 1; i < cols.length; i++) if (cols[i]![1].length > cols[largest]![1].length) largest = i;
-      dropped.push(`${cols === inputs ? 'in' : 'out'}.${cols[largest]![0]}`);
-      cols.splice(largest, 1);
-    }
-  }
-  const metadata = {
-    last_model: JSON.stringify({ model_name: e.by.modelName, model_sha: e.by.modelSha }),
-    pipeline_version: e.by.serviceVersion,
-    elapsed: e.elapsedNs,
-    dropped,
-    request_id: e.requestId,
-    status: e.status,
-    ...(e.error !== null ? { error: e.error } : {}),
-  };
-  let s = `{"time":${e.time},"in":${object(inputs)},"out":${object(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
-  for (const [label, v] of shadows) s += `,${JSON.stringify(label)}:${v}`;
-  return s + '}';
-}
-
-/** A shadow version's answer for a logged request. */
-export function recordShadow(e: LogEntry, label: string, by: ServedBy, sig: ModelSignature, result: InferResult | null, rows: number, error: string | null): void {
-  if (!e.shadows) return;
-  e.shadows.set(label, result ? { by, sig, outputs: result.outputs, offset: result.offset, rows, whole: result.whole } : (error ?? 'no answer'));
 }
