@@ -213,3 +213,23 @@ describe('the inference log keeps the latest records within its bounds', () => {
     }
   });
 });
+
+describe('the inference log thins out above logs.max_records_per_second', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway({ modelsDir: makeModelsDir({ fraud: { from: 'ccfraud' } }), config: { logs: { max_records_per_second: 5 } } });
+    await waitForService(gw, 'fraud', 'running');
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('at most the cap each second is kept; every request is still answered', async () => {
+    const started = Date.now();
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => postJson(`${gw.url}/v1/infers/fraud`, row(i / 40), PANDAS)));
+    const seconds = Math.floor(Date.now() / 1000) - Math.floor(started / 1000) + 1;
+    assert.ok(answers.every((a) => a.status === 200));
+    const page = await post(`${gw.url}/v1/services/fraud/logs`, '{}', 'application/json', { 'x-auth-token': 'test-admin-token-0123456789' });
+    assert.ok(page.json.length >= 5 && page.json.length <= 5 * seconds, `${page.json.length} records over ${seconds} s`);
+  });
+});

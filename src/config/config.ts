@@ -51,7 +51,7 @@ export const DEFAULTS: GatewayConfig = {
   models_dir: './models',
   limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0 },
   log_level: 'info',
-  logs: { sample_rate: 1, records_per_service: 10_000, bytes_per_service: 8 * 1024 * 1024, max_record_bytes: 64 * 1024 },
+  logs: { sample_rate: 1, max_records_per_second: 1000, records_per_service: 10_000, bytes_per_service: 8 * 1024 * 1024, max_record_bytes: 64 * 1024 },
   auth: {},
   services: [],
 };
@@ -124,7 +124,7 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   if (limits['per_domain_per_minute'] !== undefined) cfg.limits.per_domain_per_minute = positiveInt(limits['per_domain_per_minute'], `${where}: limits.per_domain_per_minute`);
   if (limits['per_user_per_minute'] !== undefined) cfg.limits.per_user_per_minute = positiveInt(limits['per_user_per_minute'], `${where}: limits.per_user_per_minute`);
   const logs = section(raw, 'logs', where);
-  const LOG_KEYS = ['sample_rate', 'records_per_service', 'bytes_per_service', 'max_record_bytes'];
+  const LOG_KEYS = ['sample_rate', 'max_records_per_second', 'records_per_service', 'bytes_per_service', 'max_record_bytes'];
   for (const k of Object.keys(logs)) if (!LOG_KEYS.includes(k)) throw new ConfigError(`${where}: unknown key logs.${k}; expected ${LOG_KEYS.join(', ')}`);
   if (logs['sample_rate'] !== undefined) {
     const r = logs['sample_rate'];
@@ -132,6 +132,7 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
     cfg.logs.sample_rate = r;
   }
   if (logs['records_per_service'] !== undefined) cfg.logs.records_per_service = positiveInt(logs['records_per_service'], `${where}: logs.records_per_service`);
+  if (logs['max_records_per_second'] !== undefined) cfg.logs.max_records_per_second = positiveInt(logs['max_records_per_second'], `${where}: logs.max_records_per_second`);
   if (logs['bytes_per_service'] !== undefined) cfg.logs.bytes_per_service = positiveInt(logs['bytes_per_service'], `${where}: logs.bytes_per_service`);
   if (logs['max_record_bytes'] !== undefined) cfg.logs.max_record_bytes = positiveInt(logs['max_record_bytes'], `${where}: logs.max_record_bytes`);
   if (raw['services'] !== undefined) cfg.services = servicesOf(raw['services'], where);

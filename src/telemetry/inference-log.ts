@@ -11,6 +11,11 @@ export interface LogSettings {
   sample_rate: number;
   /** Records kept per service; the oldest go first. */
   records_per_service: number;
+  /**
+   * At most this many records a second per service: below it every sampled request is kept,
+   * above it the log thins out, so its cost stays a fixed, small amount however busy the service.
+   */
+  max_records_per_second: number;
   /** Bytes of request bodies and outputs kept per service (allocated at its first record). */
   bytes_per_service: number;
   /** A record over this size drops its largest input columns, then outputs, and says so. */
@@ -126,6 +131,8 @@ export class ServiceLog {
   private readonly errors = new Map<number, string>();
   private readonly shadows = new Map<number, ShadowSlot>();
   private scratch = new Uint8Array(4096);
+  private second = 0;
+  private thisSecond = 0;
 
   constructor(private readonly settings: LogSettings, sampleRate: number) {
     this.sampleRate = sampleRate;
@@ -145,7 +152,13 @@ export class ServiceLog {
   /** Should this request be recorded (decided before its inputs go to a worker). */
   sample(): boolean {
     const r = this.sampleRate;
-    return r >= 1 || (r > 0 && Math.random() < r);
+    if (r <= 0 || (r < 1 && Math.random() >= r)) return false;
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.second) {
+      this.second = second;
+      this.thisSecond = 0;
+    }
+    return this.thisSecond++ < this.settings.max_records_per_second;
   }
 
   /** Keeps a sampled request's body (valid only now); returns where, for commit(). */
