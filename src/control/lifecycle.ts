@@ -81,12 +81,12 @@ export class ServiceManager {
     return named.map((r) => ({ id: r.id, projectId: r.project_id }));
   }
 
-  get(key: string): ServiceView {
-    return this.view(this.row(key));
+  get(id: string): ServiceView {
+    return this.view(this.row(id));
   }
 
-  eventsOf(key: string): EventRecord[] {
-    return this.events.of('service', this.row(key).id);
+  eventsOf(id: string): EventRecord[] {
+    return this.events.of('service', this.row(id).id);
   }
 
   /** The service (by name) deploying a model version, if any: such a version cannot be deleted. */
@@ -117,8 +117,8 @@ export class ServiceManager {
     return this.view(row);
   }
 
-  update(key: string, body: Record<string, unknown>): ServiceView {
-    const row = this.row(key);
+  update(id: string, body: Record<string, unknown>): ServiceView {
+    const row = this.row(id);
     this.allow(row, 'update');
     if (this.updating.has(row.id)) throw new GatewayError(409, 'Busy', `service '${row.name}' is already being updated; wait for the update to finish`);
     if (body['name'] !== undefined && body['name'] !== row.name) throw new GatewayError(400, 'BadSpec', `a service cannot be renamed ('name' is '${row.name}')`);
@@ -143,8 +143,8 @@ export class ServiceManager {
     return this.get(row.id);
   }
 
-  start(key: string): ServiceView {
-    const row = this.row(key);
+  start(id: string): ServiceView {
+    const row = this.row(id);
     this.allow(row, 'start');
     const spec = JSON.parse(row.spec) as ServiceSpec;
     this.setStatus(row.id, 'deploying');
@@ -153,8 +153,8 @@ export class ServiceManager {
     return this.get(row.id);
   }
 
-  restart(key: string): ServiceView {
-    const row = this.row(key);
+  restart(id: string): ServiceView {
+    const row = this.row(id);
     this.allow(row, 'restart');
     const spec = JSON.parse(row.stable_spec ?? row.spec) as ServiceSpec;
     this.event(row.id, 'Normal', 'The service is restarting.');
@@ -168,8 +168,8 @@ export class ServiceManager {
     return this.get(row.id);
   }
 
-  stop(key: string): ServiceView {
-    const row = this.row(key);
+  stop(id: string): ServiceView {
+    const row = this.row(id);
     this.allow(row, 'stop');
     this.setStatus(row.id, 'stopped');
     const old = this.live.get(row.id);
@@ -179,8 +179,8 @@ export class ServiceManager {
     return this.get(row.id);
   }
 
-  remove(key: string): void {
-    const row = this.row(key);
+  remove(id: string): void {
+    const row = this.row(id);
     if (row.status === 'deleting') throw new GatewayError(409, 'Busy', `service '${row.name}' is already being deleted`);
     this.setStatus(row.id, 'deleting');
     this.event(row.id, 'Normal', `The service ${row.name} is being deleted.`);
@@ -215,8 +215,8 @@ export class ServiceManager {
   }
 
   /** Resolves when the service's queued lifecycle work is done (start-up, shutdown). */
-  async settled(key: string): Promise<void> {
-    const row = this.row(key);
+  async settled(id: string): Promise<void> {
+    const row = this.row(id);
     await this.chains.get(row.id);
   }
 
@@ -466,9 +466,10 @@ export class ServiceManager {
     }
   }
 
-  private row(key: string): Row {
-    const r = (this.db.prepare('SELECT * FROM services WHERE id = ?').get(key) ?? this.db.prepare('SELECT * FROM services WHERE name = ? ORDER BY created_at').get(key)) as Row | undefined;
-    if (!r) throw notFound(`service '${key}' does not exist`, 'ServiceNotFound');
+  /** By id: names are per project, so callers resolve them first (locate()). */
+  private row(id: string): Row {
+    const r = this.db.prepare('SELECT * FROM services WHERE id = ?').get(id) as Row | undefined;
+    if (!r) throw notFound(`service '${id}' does not exist`, 'ServiceNotFound');
     return r;
   }
 

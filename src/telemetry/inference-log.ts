@@ -187,7 +187,7 @@ export class ServiceLog {
     this.ihLength[i] = ihLength;
     this.elapsed[2 * i] = result ? result.queueNs : 0;
     this.elapsed[2 * i + 1] = result ? result.runNs : 0;
-    const out = result ? this.packOutputs(requestId, result, sig, rows) : this.packOutputs(requestId, null, sig, 0);
+    const out = this.packOutputs(requestId, result, sig, rows);
     this.outAt[i] = this.ring!.put(this.scratch.subarray(0, out));
     this.outLen[i] = out;
     if (error !== null) this.errors.set(seq, error);
