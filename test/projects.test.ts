@@ -88,6 +88,9 @@ describe('projects', () => {
     refused(await as('bob', 'POST', `/v1/projects/${teamb}/members`, { user_id: ids['carol'], role: 'developer' }), 403, /developer in project 'teamb', which does not allow POST \/v1\/projects\/\{id\}\/members/);
     refused(await as('bob', 'POST', '/v1/users', { username: 'zed', password: 'zed-password' }), 403, /has no role in project 'default', so may not POST \/v1\/users/);
     refused(await as('bob', 'PATCH', `/v1/services/${teambIris}`, { project: 'default' }), 404, /project 'default' does not exist/);
+    refused(await api(gw, 'PATCH', `/v1/services/${teambIris}`, { project: 'default' }), 400, /a service cannot move to another project \('project' must stay 'teamb'\)/);
+    refused(await as('bob', 'POST', '/v1/services', { name: 'z', project: 42, versions: [{ model: 'iris' }] }), 400, /'project' must be a project id or name/);
+    refused(await as('bob', 'POST', '/v1/services', { name: 'z', project: 'nowhere', versions: [{ model: 'iris' }] }), 404, /project 'nowhere' does not exist/);
   });
 
   test('a project admin manages its members, not the gateway', async () => {

@@ -233,3 +233,18 @@ describe('the inference log thins out above logs.max_records_per_second', () => 
     assert.ok(page.json.length >= 5 && page.json.length <= 5 * seconds, `${page.json.length} records over ${seconds} s`);
   });
 });
+
+describe('logs: in gateway.yaml is checked at start', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ sample_rate: 2 }, /logs\.sample_rate must be a number from 0 to 1, got 2/],
+    [{ sample_rate: 'all' }, /logs\.sample_rate must be a number from 0 to 1, got "all"/],
+    [{ records: 5 }, /unknown key logs\.records; expected sample_rate, max_records_per_second, records_per_service, bytes_per_service, max_record_bytes/],
+    [{ bytes_per_service: 0 }, /logs\.bytes_per_service must be a positive integer, got 0/],
+    [{ max_records_per_second: -1 }, /logs\.max_records_per_second must be a positive integer, got -1/],
+  ];
+  for (const [logs, msg] of cases) {
+    test(`refused: ${JSON.stringify(logs)}`, async () => {
+      await assert.rejects(startGateway({ modelsDir: makeModelsDir({}), config: { logs } }), msg);
+    });
+  }
+});
