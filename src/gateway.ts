@@ -63,6 +63,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
     table, metrics, limits: cfg.limits, state, version: VERSION, logError,
     access,
     management: { models, services, access, maxUploadBytes: cfg.limits.max_upload_bytes },
+    direct: { host: cfg.server.direct_host, ports: cfg.server.direct_ports, warn: (msg) => log.warn(msg) },
   });
   const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;

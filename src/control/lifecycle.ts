@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { GatewayError, notFound } from '../errors.js';
 import { OnnxRunner } from '../runtime/onnx/runner.js';
+import { ImageRunner, type Endpoint, type InstanceView } from '../runtime/image/runner.js';
 import type { Db } from '../store/db.js';
 import type { EventLevel, EventLog, EventRecord } from '../store/events.js';
 import type { Metrics } from '../telemetry/metrics.js';
@@ -24,6 +25,7 @@ export interface ServiceView {
   auth: 'none' | 'token';
   timeout_minutes: number;
   traffic_limit: number | null;
+  high_speed: boolean;
   rules: RuleSpec[];
   versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
   created_at: string;
@@ -83,6 +85,33 @@ export class ServiceManager {
 
   get(id: string): ServiceView {
     return this.view(this.row(id));
+  }
+
+  /** The instances serving the service now: image instances with their addresses and restarts, ONNX worker pools. */
+  instances(id: string): InstanceView[] {
+    const s = this.live.get(this.row(id).id);
+    return (s?.versions ?? []).flatMap((v) => v.runner.kind === 'image'
+      ? v.runner.instances()
+      : Array.from({ length: v.instances }, (_, i) => ({ id: String(i), version: v.modelVersion, launcher: 'onnx', address: null, status: 'running' as const, restarts: 0, started_at: null })));
+  }
+
+  /** An image instance's output; `version` picks the service version where it has several. */
+  instanceLogs(id: string, instance: string, version: string): string {
+    const row = this.row(id);
+    const images = (this.live.get(row.id)?.versions ?? []).filter((v) => v.runner.kind === 'image');
+    const v = version ? images.find((x) => x.modelVersion === version) : images[0];
+    if (!v || v.runner.kind !== 'image') {
+      throw notFound(version ? `service '${row.name}' runs no image version '${version}'` : `service '${row.name}' runs no image instances${row.status === 'running' || row.status === 'alarm' ? '' : ` (it is ${row.status})`}`, 'InstanceNotFound');
+    }
+    const text = v.runner.logs(instance);
+    if (text === null) throw notFound(`service '${row.name}' version ${v.modelVersion} has no instance '${instance}'; its instances are ${v.runner.instances().map((i) => i.id).join(', ')}`, 'InstanceNotFound');
+    return text;
+  }
+
+  /** The image instances' own addresses (SPEC §5.6): for services with high_speed on. */
+  imageEndpoints(id: string): Endpoint[] {
+    const s = this.live.get(this.row(id).id);
+    return (s?.versions ?? []).flatMap((v) => (v.runner.kind === 'image' ? v.runner.endpoints() : []));
   }
 
   eventsOf(id: string): EventRecord[] {
@@ -286,6 +315,7 @@ export class ServiceManager {
     this.setStatus(id, 'running');
     this.publish(this.service(row, 'running', spec, versions));
     this.event(id, 'Normal', `Service ${row.name} started.`);
+    this.healthChanged(id);
     await this.retire(before?.versions ?? [], versions);
   }
 
@@ -308,6 +338,7 @@ export class ServiceManager {
     this.setRow(id, { stable_spec: JSON.stringify(spec) });
     this.publish(this.service(row, this.row(id).status, spec, versions));
     this.event(id, 'Normal', 'Service updated.');
+    this.healthChanged(id);
     await this.retire(before?.versions ?? [], versions);
   }
 
@@ -348,8 +379,24 @@ export class ServiceManager {
   private async startVersion(row: Row, v: VersionSpec, key: string): Promise<ServiceVersion> {
     const service = row.name;
     const pkg = await this.models.package(row.project_id, v.model, v.version);
-    if (pkg.modelType !== 'ONNX') throw new Error(`model ${v.model}@${v.version} is an Image model, which this build does not run yet`);
     const label = `service ${service} (${v.model}@${v.version})`;
+    if (pkg.image) {
+      let image: ImageRunner | null = null;
+      const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: 0, running: image?.outstanding ?? 0 }));
+      image = await ImageRunner.start({
+        label, name: `infergate-${service}-${v.version}`.replace(/[^A-Za-z0-9_.-]/g, '_'), version: v.version, packageDir: pkg.dir,
+        image: pkg.image.image, health: pkg.image.health, instances: v.instances, env: v.env ?? {},
+        event: (level, message) => this.event(row.id, level, message),
+        onHealthChange: () => this.healthChanged(row.id),
+      }).catch((err: unknown) => {
+        this.metrics.forget(metrics);
+        throw err;
+      });
+      return {
+        key, model: v.model, modelVersion: v.version, sha256: pkg.sha256, weight: v.weight, instances: v.instances, runner: image,
+        servedBy: makeServedBy(v.model, v.version, pkg.sha256, service), metrics, active: 0, idleWaiters: [],
+      };
+    }
     let runner: OnnxRunner | null = null;
     const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: runner?.queueDepth ?? 0, running: runner?.running ?? 0 }));
     runner = await OnnxRunner.start({
@@ -394,6 +441,7 @@ export class ServiceManager {
       limiter: serving ? this.limiterFor(row.id, spec) : null,
       rules: serving ? compileRules(spec.rules ?? [], versions) : null,
       shadows,
+      highSpeed: spec.high_speed === true,
       log: serving ? this.logFor(row.id, spec) : null,
     });
   }
@@ -425,6 +473,23 @@ export class ServiceManager {
     return bucket;
   }
 
+  /**
+   * An image instance left or rejoined the rotation: a serving service is `alarm` while any of its
+   * instances fails its checks or restarts, and `running` again once all pass (SPEC §6).
+   */
+  private healthChanged(id: string): void {
+    const s = this.live.get(id);
+    const row = this.db.prepare('SELECT * FROM services WHERE id = ?').get(id) as Row | undefined;
+    if (!s || !row || (row.status !== 'running' && row.status !== 'alarm')) return;
+    const failing = s.versions.reduce((n, v) => n + (v.runner.kind === 'image' ? v.runner.unhealthy : 0), 0);
+    const next: ServiceStatus = failing > 0 ? 'alarm' : 'running';
+    if (next === row.status) return;
+    this.setStatus(id, next);
+    this.publish({ ...s, status: next });
+    if (next === 'alarm') this.event(id, 'Warning', `Service ${row.name} is in alarm: ${failing} instance(s) failing health checks or restarting.`);
+    else this.event(id, 'Normal', `Service ${row.name} is running again: every instance passes its health check.`);
+  }
+
   /** A deletion asked for while the service deployed: what was just started is closed instead. */
   private stillWanted(id: string): boolean {
     const r = this.db.prepare('SELECT status FROM services WHERE id = ?').get(id) as { status: ServiceStatus } | undefined;
@@ -434,7 +499,13 @@ export class ServiceManager {
   /** The spec, its models looked up in the service's project. */
   private checkedSpec(body: Record<string, unknown>, projectId: string, base?: ServiceSpec): ServiceSpec {
     const spec = parseServiceSpec(body, (model) => this.latestVersion(projectId, model), base);
-    for (const v of spec.versions) this.models.getVersion(projectId, v.model, v.version);
+    const types = spec.versions.map((v) => ({ v, type: this.models.getVersion(projectId, v.model, v.version).model_type }));
+    const image = types.find((t) => t.type === 'Image');
+    const onnx = types.find((t) => t.type !== 'Image');
+    if (image && onnx) {
+      throw new GatewayError(400, 'BadSpec', `a service runs one kind of model: ${image.v.model}@${image.v.version} is an Image model and ${onnx.v.model}@${onnx.v.version} is ONNX; deploy them as two services`);
+    }
+    if (image && spec.shadow.length) throw new GatewayError(400, 'BadSpec', `'shadow' is for ONNX services: the gateway cannot compare an image model's answers (service versions here are Image models)`);
     return spec;
   }
 
@@ -494,6 +565,7 @@ export class ServiceManager {
       id: r.id, name: r.name, project, description: r.description, status: r.status, updating: this.updating.has(r.id), auth: spec.auth,
       timeout_minutes: spec.timeout_minutes,
       traffic_limit: spec.traffic_limit ?? null,
+      high_speed: spec.high_speed === true,
       rules: spec.rules ?? [],
       versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),

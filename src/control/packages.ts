@@ -3,6 +3,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { BatchingConfig } from '../runtime/onnx/batcher.js';
+import { healthConfigOf, imageConfigOf, ImageConfigError, type HealthConfig, type ImageConfig } from '../runtime/image/config.js';
 
 /** A model package on disk (SPEC §4), with what the gateway derived from its config.json. */
 export interface ModelPackage {
@@ -17,6 +18,8 @@ export interface ModelPackage {
   /** Feature order for records of named features: the `apis` request schema's, else `features`. */
   features: string[] | null;
   batching: BatchingConfig;
+  /** Image packages: how instances run and how their health is checked (SPEC §8.2). */
+  image: { image: ImageConfig; health: HealthConfig } | null;
 }
 
 export interface PackageConfig {
@@ -60,6 +63,15 @@ export async function readPackage(dir: string, name = path.basename(dir), versio
     if (!st?.isFile()) throw new PackageError(`${dir}: model file '${modelFile}' (config "model_file") is missing`);
     sha256 = await hashFile(modelPath);
   }
+  let image: ModelPackage['image'] = null;
+  if (modelType === 'Image') {
+    try {
+      image = { image: imageConfigOf(config, configPath), health: healthConfigOf(config, configPath) };
+    } catch (err) {
+      if (err instanceof ImageConfigError) throw new PackageError(err.message);
+      throw err;
+    }
+  }
   const hook = path.join(dir, 'customize_service.js');
   return {
     name,
@@ -72,6 +84,7 @@ export async function readPackage(dir: string, name = path.basename(dir), versio
     sha256,
     features: featureOrder(config, configPath),
     batching: batchingOf(config.batching, configPath),
+    image,
   };
 }
 

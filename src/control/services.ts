@@ -1,4 +1,5 @@
 import { servedBy, type ServedBy } from '../codecs/types.js';
+import type { ImageRunner } from '../runtime/image/runner.js';
 import type { OnnxRunner } from '../runtime/onnx/runner.js';
 import type { TokenBucket } from '../traffic/bucket.js';
 import type { Condition } from '../traffic/rules.js';
@@ -7,8 +8,11 @@ import type { ServiceLog } from '../telemetry/inference-log.js';
 
 export type ServiceStatus = 'deploying' | 'running' | 'stopped' | 'abnormal' | 'alarm' | 'failed' | 'deleting';
 
+/** What serves a version: an ONNX Runtime pool behind a batcher, or instances of an image behind the proxy. */
+export type Runner = OnnxRunner | ImageRunner;
+
 /** A model version deployed in a service, with everything the data plane needs to serve it. */
-export interface ServiceVersion {
+export interface ServiceVersion<R extends Runner = Runner> {
   /** What was deployed (model, version and settings): equal keys can share their runners across an update. */
   key: string;
   model: string;
@@ -16,13 +20,15 @@ export interface ServiceVersion {
   sha256: string;
   weight: number;
   instances: number;
-  runner: OnnxRunner;
+  runner: R;
   servedBy: ServedBy;
   metrics: VersionMetrics;
   /** Calls holding this version (admitted, not yet answered): it drains before its runner closes. */
   active: number;
   idleWaiters: (() => void)[];
 }
+
+export type OnnxVersion = ServiceVersion<OnnxRunner>;
 
 export function versionAcquired(v: ServiceVersion): void {
   v.active++;
@@ -51,6 +57,8 @@ export interface CompiledRules {
 
 export interface Service {
   id: string;
+  /** How its versions run (a service does not mix runtimes): the front decodes for ONNX and proxies for images. */
+  kind: 'onnx' | 'image';
   name: string;
   projectId: string;
   projectName: string;
@@ -65,6 +73,8 @@ export interface Service {
   /** `out_<version>` labels of the shadows, in order. */
   shadowLabels: string[];
   log: ServiceLog | null;
+  /** Direct listeners (ONNX) or the instances' own addresses (images) are offered (SPEC §5.6). */
+  highSpeed: boolean;
   /** Running sums of weights, for drawing a version (gray release). */
   cumulativeWeights: number[];
 }
@@ -81,14 +91,16 @@ export interface ServiceParts {
   rules: CompiledRules | null;
   shadows: ServiceVersion[];
   log: ServiceLog | null;
+  highSpeed: boolean;
 }
 
 export function makeService(parts: ServiceParts): Service {
   let sum = 0;
   const cumulativeWeights = parts.versions.map((v) => (sum += v.weight));
   // out_<version>; where two models of the service share a version string, out_<model>@<version>.
+  const kind = parts.versions[0]?.runner.kind ?? 'onnx';
   const shadowLabels = parts.shadows.map((v) => (parts.versions.filter((o) => o.modelVersion === v.modelVersion).length > 1 ? `out_${v.model}@${v.modelVersion}` : `out_${v.modelVersion}`));
-  return { ...parts, cumulativeWeights, shadowLabels };
+  return { ...parts, kind, cumulativeWeights, shadowLabels };
 }
 
 export function makeServedBy(model: string, modelVersion: string, sha256: string, serviceName: string, split = false): ServedBy {
@@ -112,6 +124,12 @@ export function pickVersion(s: Service): ServiceVersion {
 export class RoutingTable {
   private byKey = new Map<string, Service>();
   private list: Service[] = [];
+  private readonly watchers: ((services: readonly Service[]) => void)[] = [];
+
+  /** Called after every swap (the high-speed channel opens and closes its listeners). */
+  onSwap(watcher: (services: readonly Service[]) => void): void {
+    this.watchers.push(watcher);
+  }
 
   get(key: string): Service | undefined {
     return this.byKey.get(key);
@@ -129,5 +147,6 @@ export class RoutingTable {
     for (const s of services) if (!next.has(s.name)) next.set(s.name, s);
     this.byKey = next;
     this.list = services;
+    for (const w of this.watchers) w(services);
   }
 }

@@ -13,6 +13,8 @@ export interface VersionSpec {
   provider_fallback?: Provider;
   intra_op_threads: number;
   batching?: Partial<BatchingConfig>;
+  /** Image models: environment variables for the instances, over the package's image.env. */
+  env?: Record<string, string>;
 }
 
 /** A service's desired state as stored (SPEC §6 create fields the gateway acts on today). */
@@ -28,6 +30,8 @@ export interface ServiceSpec {
   shadow: VersionRef[];
   /** Share of requests recorded in the inference log, 0–1; null: the gateway's logs.sample_rate. */
   log_sample_rate: number | null;
+  /** Direct listeners that skip auth, rules, limits and statistics (SPEC §5.6). */
+  high_speed: boolean;
 }
 
 /** A service version named by its model version (`model` where the service mixes models). */
@@ -129,7 +133,7 @@ function provider(v: unknown, where: string): Provider | undefined {
 function versionSpec(raw: unknown, i: number, single: boolean, latest: LatestVersion): VersionSpec {
   const at = `versions[${i}]`;
   if (!isObj(raw)) throw badRequest(`${at} must be an object {"model", "version", "weight"}`, 'BadSpec');
-  const known = new Set(['model', 'version', 'weight', 'instances', 'provider', 'provider_fallback', 'intra_op_threads', 'batching']);
+  const known = new Set(['model', 'version', 'weight', 'instances', 'provider', 'provider_fallback', 'intra_op_threads', 'batching', 'env']);
   const extra = Object.keys(raw).find((k) => !known.has(k));
   if (extra) throw badRequest(`${at}: unknown field '${extra}'; expected ${[...known].join(', ')}`, 'BadSpec');
   if (typeof raw['model'] !== 'string' || raw['model'] === '') throw badRequest(`${at}.model must name a model`, 'BadSpec');
@@ -158,6 +162,11 @@ function versionSpec(raw: unknown, i: number, single: boolean, latest: LatestVer
   const fallback = provider(raw['provider_fallback'], `${at}.provider_fallback`);
   if (fallback) out.provider_fallback = fallback;
   if (batching) out.batching = batching;
+  if (raw['env'] !== undefined) {
+    const env = raw['env'];
+    if (!isObj(env) || !Object.values(env).every((v) => typeof v === 'string')) throw badRequest(`${at}.env must be an object of string values, such as {"LOG_LEVEL": "debug"}`, 'BadSpec');
+    out.env = env as Record<string, string>;
+  }
   return out;
 }
 
@@ -186,12 +195,14 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   const shadow = shadowOf(body['shadow'] === undefined ? base?.shadow : body['shadow'], versions);
   const rate = body['log_sample_rate'] === undefined ? (base?.log_sample_rate ?? null) : body['log_sample_rate'];
   if (rate !== null && (typeof rate !== 'number' || !(rate >= 0 && rate <= 1))) throw badRequest(`'log_sample_rate' must be a number from 0 to 1 (the share of requests kept in the inference log), or null for the gateway's logs.sample_rate`, 'BadSpec');
-  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null };
+  const highSpeed = body['high_speed'] ?? base?.high_speed ?? false;
+  if (typeof highSpeed !== 'boolean') throw badRequest(`'high_speed' must be true or false`, 'BadSpec');
+  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null, high_speed: highSpeed };
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */
 export function versionKey(v: VersionSpec): string {
-  return JSON.stringify([v.model, v.version, v.instances, v.provider, v.provider_fallback ?? null, v.intra_op_threads, v.batching ?? null]);
+  return JSON.stringify([v.model, v.version, v.instances, v.provider, v.provider_fallback ?? null, v.intra_op_threads, v.batching ?? null, v.env ?? null]);
 }
 
 /** Requests may reach more than one version (weights or rules): replies then say which answered. */

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { decodeBody } from '../codecs/index.js';
 import type { Decoded } from '../codecs/types.js';
-import { pickVersion, versionAcquired, versionReleased, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
+import { pickVersion, versionAcquired, versionReleased, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
@@ -16,6 +16,15 @@ import { routeParam } from './params.js';
 import type { HookContext } from '../runtime/onnx/worker.js';
 import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
+import { DISCARD_BYTES, ProxyCall, upstreamRequest, type ProxyHost } from './proxy.js';
+
+/** A call the front tracks until it is answered: ONNX inference or a proxied request. */
+interface LiveCall {
+  readonly startedAt: number;
+  readonly version: ServiceVersion | null;
+  /** The request deadline passed: answer 504 (or close, when part of the answer is out). */
+  expire(ms: number): void;
+}
 
 export interface InferLimits {
   max_body_bytes: number;
@@ -41,7 +50,7 @@ class InferCall implements Job {
   pendingAuth: Promise<Principal> | null = null;
   principal: Principal | null = null;
   /** The version that serves the call, chosen once the body and the caller are known. */
-  version: ServiceVersion | null = null;
+  version: OnnxVersion | null = null;
   /** The matched rule's setting (SPEC §7.3), for the version's hooks. */
   setting: [string, string] | null = null;
   /** Hook context: only when a rule setting is to reach hooks (a job with a ctx runs unmerged). */
@@ -62,12 +71,14 @@ class InferCall implements Job {
     readonly requestId: string,
     readonly startedAt: number,
     readonly service: Service,
-    /** A version named in the path (v2 /versions/{v}), which overrides rules and weights. */
-    readonly pinned: ServiceVersion | null,
+    /** A version named in the path (v2 /versions/{v}) or by a direct listener, which overrides rules and weights. */
+    readonly pinned: OnnxVersion | null,
     /** The request headers the service's rules read (copied: HttpRequest dies with the handler). */
     readonly ruleHeaders: Record<string, string> | null,
     readonly contentType: string,
     readonly inferenceHeaderLength: number,
+    /** From a high-speed listener (SPEC §5.6): not counted in statistics nor logged. */
+    readonly direct = false,
   ) {}
 
   /** uWebSockets.js body chunk: valid only during this callback. */
@@ -109,7 +120,8 @@ class InferCall implements Job {
   /** Body and caller known: route to a version, decode for its model, queue. */
   private admit(body: Uint8Array): void {
     if (this.cancelled) return;
-    const version = this.pinned ?? this.front.route(this.service, this);
+    // Every version of an ONNX service runs ONNX (a service does not mix runtimes).
+    const version = this.pinned ?? (this.front.route(this.service, this) as OnnxVersion);
     this.version = version;
     versionAcquired(version);
     const s = this.service;
@@ -126,13 +138,13 @@ class InferCall implements Job {
       this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
     }
     // The body is kept now: it is valid only during this call, and the inputs are moved to a worker.
-    if (s.log?.sample()) {
+    if (!this.direct && s.log?.sample()) {
       this.logBodyAt = s.log.keepBody(body);
       this.logBodyLen = body.byteLength;
       if (s.shadows.length) this.shadowSlot = new Map(s.shadowLabels.map((l) => [l, null]));
     }
     version.runner.submit(this);
-    if (s.shadows.length) this.front.shadow(s, version, body, this);
+    if (s.shadows.length && !this.direct) this.front.shadow(s, version, body, this);
   }
 
   resolve(result: InferResult): void {
@@ -146,7 +158,7 @@ class InferCall implements Job {
       this.front.log(err);
       reply = errorReply(asGatewayError(err));
     }
-    v.metrics.served(result.queueNs, result.runNs);
+    if (!this.direct) v.metrics.served(result.queueNs, result.runNs);
     if (this.logBodyAt >= 0) this.logged(reply.status, result, null);
     this.reply(reply);
   }
@@ -173,11 +185,16 @@ class InferCall implements Job {
     this.release();
   }
 
+  expire(ms: number): void {
+    this.reject(new GatewayError(504, 'Timeout', `no answer within ${ms} ms (limits.request_timeout_ms); the request was abandoned`));
+  }
+
   private reply(reply: Reply): void {
     this.cancelled = true;
     const v = this.version;
     writeReply(this.res, reply, this.requestId, v ? v.servedBy.label : null);
-    if (v) v.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
+    if (this.direct) { /* the high-speed channel keeps no statistics */ }
+    else if (v) v.metrics.request(reply.status, (performance.now() - this.startedAt) / 1000);
     else this.front.unrouted(reply.status);
     this.front.settle(this);
     this.release();
@@ -207,7 +224,7 @@ class ShadowJob implements Job {
 
   constructor(
     readonly request: InferRequest,
-    private readonly version: ServiceVersion,
+    private readonly version: OnnxVersion,
     private readonly slot: ShadowSlot | null,
     private readonly label: string,
   ) {
@@ -225,16 +242,13 @@ class ShadowJob implements Job {
   }
 }
 
-/** How much past the limit is read and dropped before the connection is closed instead. */
-const DISCARD_BYTES = 64 * 1024 * 1024;
-
 const tooLarge = (limit: number): GatewayError =>
   new GatewayError(413, 'PayloadTooLarge', `the request body is over the limit of ${limit} bytes (limits.max_body_bytes)`);
 
 /** The data plane's inference entry: resolves the service, admits the call and tracks deadlines. */
-export class InferenceFront {
+export class InferenceFront implements ProxyHost {
   /** Calls in arrival order; with one timeout for all, the oldest expire first. */
-  private readonly live = new Set<InferCall>();
+  private readonly live = new Set<LiveCall>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly domainQuota: MinuteQuota | null;
   private readonly userQuota: MinuteQuota | null;
@@ -258,11 +272,16 @@ export class InferenceFront {
     return this.live.size;
   }
 
+  get maxBodyBytes(): number {
+    return this.limits.max_body_bytes;
+  }
+
   /**
    * Route handler. `serviceParam` is the route parameter holding the service id or name;
-   * `versionParam` (v2 `/versions/{version}`) pins a service version.
+   * `versionParam` (v2 `/versions/{version}`) pins a service version. `forwardsPath`: the route is
+   * ModelArts' `/v1/infers/{service}/{api path}`, whose api path an Image model receives.
    */
-  handle(res: HttpResponse, req: HttpRequest, serviceParam: number, versionParam = -1): void {
+  handle(res: HttpResponse, req: HttpRequest, serviceParam: number, versionParam = -1, forwardsPath = false): void {
     const startedAt = performance.now();
     const key = routeParam(req, serviceParam);
     const requestId = req.getHeader('x-request-id') || newRequestId();
@@ -309,15 +328,43 @@ export class InferenceFront {
     if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
       return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
     }
+    if (service.kind === 'image') {
+      const upstream = upstreamRequest(req, forwardsPath ? apiPathOf(req.getUrl()) : '/', service.auth === 'token');
+      const call = new ProxyCall(this, res, requestId, startedAt, service, pinned, ruleHeaders, upstream);
+      call.principal = principal;
+      call.pendingAuth = pendingAuth;
+      this.live.add(call);
+      res.onAborted(() => call.abort());
+      res.onData((chunk, isLast) => call.onData(chunk, isLast));
+      return;
+    }
     const ihcl = req.getHeader('inference-header-content-length');
     const ihLength = ihcl ? Number(ihcl) : -1;
     if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
       return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
     }
-    const call = new InferCall(this, res, requestId, startedAt, service, pinned, ruleHeaders, req.getHeader('content-type').toLowerCase(), ihLength);
+    const call = new InferCall(this, res, requestId, startedAt, service, pinned as OnnxVersion | null, ruleHeaders, req.getHeader('content-type').toLowerCase(), ihLength);
     call.principal = principal;
     call.pendingAuth = pendingAuth;
     if (declared > this.limits.max_body_bytes) call.discarding = true;
+    this.live.add(call);
+    res.onAborted(() => call.abort());
+    res.onData((chunk, isLast) => call.onData(chunk, isLast));
+  }
+
+  /**
+   * The high-speed channel (SPEC §5.6): straight to one version's batcher, without
+   * authentication, rules, limits or statistics.
+   */
+  handleDirect(res: HttpResponse, req: HttpRequest, service: Service, version: OnnxVersion): void {
+    const requestId = req.getHeader('x-request-id') || newRequestId();
+    const ihcl = req.getHeader('inference-header-content-length');
+    const ihLength = ihcl ? Number(ihcl) : -1;
+    if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
+      return writeReply(res, errorReply(new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`)), requestId, null);
+    }
+    const call = new InferCall(this, res, requestId, performance.now(), service, version, null, req.getHeader('content-type').toLowerCase(), ihLength, true);
+    if (Number(req.getHeader('content-length') || 0) > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
     res.onData((chunk, isLast) => call.onData(chunk, isLast));
@@ -341,7 +388,7 @@ export class InferenceFront {
   /** Copies of the request for the service's shadow versions; a copy that cannot be made is logged as such. */
   shadow(service: Service, primary: ServiceVersion, body: Uint8Array, call: InferCall): void {
     for (let i = 0; i < service.shadows.length; i++) {
-      const v = service.shadows[i]!;
+      const v = service.shadows[i]! as OnnxVersion;
       const label = service.shadowLabels[i]!;
       if (v === primary) {
         call.ownShadow = label;
@@ -374,7 +421,7 @@ export class InferenceFront {
     this.metrics.unrouted(err.status);
   }
 
-  settle(call: InferCall): void {
+  settle(call: LiveCall): void {
     this.live.delete(call);
     if (call.version) versionReleased(call.version);
     if (this.live.size === 0 && this.idleWaiters.length) {
@@ -394,13 +441,19 @@ export class InferenceFront {
     const deadline = performance.now() - this.limits.request_timeout_ms;
     for (const call of this.live) {
       if (call.startedAt > deadline) break;
-      call.reject(new GatewayError(504, 'Timeout', `no answer within ${this.limits.request_timeout_ms} ms (limits.request_timeout_ms); the request was abandoned`));
+      call.expire(this.limits.request_timeout_ms);
     }
   }
 
   close(): void {
     clearInterval(this.sweeper);
   }
+}
+
+/** The api path of `/v1/infers/{service}/{api path}` ('/' when there is none). */
+function apiPathOf(url: string): string {
+  const at = url.indexOf('/', '/v1/infers/'.length);
+  return at < 0 ? '/' : url.slice(at);
 }
 
 function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {

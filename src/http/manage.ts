@@ -12,6 +12,7 @@ import { Access, tokenOf } from '../auth/access.js';
 import { roleAllows, type Capability } from '../auth/identity.js';
 import type { Principal } from '../auth/tokens.js';
 import { checkLogAccept, parseLogQuery } from '../telemetry/inference-log.js';
+import type { Endpoint } from '../runtime/image/runner.js';
 
 export interface ManagementDeps {
   models: ModelRegistry;
@@ -19,10 +20,14 @@ export interface ManagementDeps {
   access: Access;
   maxUploadBytes: number;
   logError: (err: unknown) => void;
+  /** The high-speed listeners of an ONNX service (SPEC §5.6). */
+  directEndpoints: (serviceId: string) => Endpoint[];
 }
 
 interface Call {
   params: string[];
+  /** A query-string parameter, percent-decoded ('' when absent). */
+  query: (name: string) => string;
   /** `?project=` (id or name): picks the project where a name is used in several, filters lists. */
   projectQuery: string;
   contentType: string;
@@ -112,6 +117,19 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
     return { status: 200, contentType: 'application/json; format=pandas-records', body: page.body, headers };
   }, 'json');
 
+  route('get', '/v1/services/:id/predict/endpoints', 'read', 'service', (c) => {
+    const type = c.query('type');
+    if (type && type !== 'host_endpoints') throw new GatewayError(400, 'BadQuery', `type must be 'host_endpoints' (the only kind of endpoint served), got '${type}'`);
+    const view = services.get(c.serviceId);
+    if (!view.high_speed) throw new GatewayError(409, 'HighSpeedOff', `service '${view.name}' does not have the high-speed channel; PATCH it with {"high_speed": true}`);
+    const live = services.imageEndpoints(c.serviceId);
+    return json(200, { endpoints: live.length ? live : deps.directEndpoints(c.serviceId) });
+  });
+  route('get', '/v1/services/:id/instances', 'read', 'service', (c) => json(200, { instances: services.instances(c.serviceId) }));
+  route('get', '/v1/services/:id/instances/:instance/logs', 'read', 'service', (c) => ({
+    status: 200, contentType: 'text/plain; charset=utf-8', body: services.instanceLogs(c.serviceId, c.params[1]!, c.query('version')),
+  }));
+
   // Users and projects are the platform admins'; a project's admins manage its members.
   route('post', '/v1/users', 'admin', 'platform', async (c) => {
     const b = parseJsonObject(c.body!, 'POST /v1/users');
@@ -163,6 +181,7 @@ function serve(res: HttpResponse, req: HttpRequest, r: RouteDef, deps: Managemen
   const paramCount = (r.pattern.match(/:/g) ?? []).length;
   const params = Array.from({ length: paramCount }, (_, i) => routeParam(req, i));
   const projectQuery = queryParam(req, 'project');
+  const rawQuery = req.getQuery() ?? '';
   const contentType = req.getHeader('content-type');
   const accept = req.getHeader('accept');
   const aborted = { value: false };
@@ -170,7 +189,7 @@ function serve(res: HttpResponse, req: HttpRequest, r: RouteDef, deps: Managemen
     // The body is read first either way, so a refusal never leaves it unread on the connection.
     const body = r.bodyLimit >= 0 ? await readBody(res, r.bodyLimit, aborted) : null;
     if (aborted.value) return errorReply(new GatewayError(400, 'Aborted', 'client went away'));
-    const call: Call = { params, projectQuery, contentType, accept, body, principal: null, projectId: '', serviceId: '', visible: null, projectFor: noProject };
+    const call: Call = { params, query: (name) => new URLSearchParams(rawQuery).get(name) ?? '', projectQuery, contentType, accept, body, principal: null, projectId: '', serviceId: '', visible: null, projectFor: noProject };
     if (r.need !== 'public') {
       const principal = await access.authenticate(tokenOf(xAuthToken, authorization));
       call.principal = principal;

@@ -9,6 +9,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceFront, type InferLimits } from './infer.js';
 import type { Access } from '../auth/access.js';
 import { registerManagement, type ManagementDeps } from './manage.js';
+import { DirectChannel } from './direct.js';
 import { routeParam } from './params.js';
 import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
 
@@ -26,14 +27,16 @@ export interface HttpServerOptions {
   state: ServerState;
   version: string;
   logError: (err: unknown) => void;
-  management?: Omit<ManagementDeps, 'logError'>;
+  management?: Omit<ManagementDeps, 'logError' | 'directEndpoints'>;
   access: Access;
+  /** The high-speed channel's listeners (server.direct_host, server.direct_ports). */
+  direct?: { host: string; ports: string; warn: (msg: string) => void };
 }
 
-/** Inference routes: [pattern, route parameter holding the service, parameter holding the version]. */
-const INFER_ROUTES: [string, number, number][] = [
-  ['/v1/infers/:service', 0, -1],
-  ['/v1/infers/:service/*', 0, -1],
+/** Inference routes: [pattern, route parameter holding the service, parameter holding the version, forwards its api path to images]. */
+const INFER_ROUTES: [string, number, number, boolean?][] = [
+  ['/v1/infers/:service', 0, -1, true],
+  ['/v1/infers/:service/*', 0, -1, true],
   ['/v2/models/:service/infer', 0, -1],
   ['/v2/models/:service/versions/:version/infer', 0, 1],
   ['/ml/v4/deployments/:service/predictions', 0, -1],
@@ -48,13 +51,15 @@ const V2_EXTENSIONS = ['binary_tensor_data'];
 export class HttpServer {
   readonly app: TemplatedApp;
   readonly front: InferenceFront;
+  readonly direct: DirectChannel | null;
   private listenSocket: us_listen_socket | null = null;
 
   constructor(private readonly opts: HttpServerOptions) {
     this.front = new InferenceFront(opts.table, opts.limits, opts.metrics, opts.access, opts.logError);
+    this.direct = opts.direct ? new DirectChannel(opts.table, this.front, opts.direct.host, opts.direct.ports, opts.direct.warn) : null;
     const app = (this.app = uWS.App());
-    for (const [pattern, svc, ver] of INFER_ROUTES) {
-      app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver));
+    for (const [pattern, svc, ver, api] of INFER_ROUTES) {
+      app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver, api === true));
       app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));
     }
     this.get('/healthz', () => jsonReply(200, { status: 'ok' }));
@@ -69,7 +74,7 @@ export class HttpServer {
       return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, ready: s.status === 'running' });
     });
     app.get('/metrics', (res) => this.metrics(res));
-    if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError });
+    if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError, directEndpoints: (id) => this.direct?.endpointsOf(id) ?? [] });
     app.any('/*', (res, req) => {
       const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');
       writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
@@ -133,10 +138,12 @@ export class HttpServer {
   stopAccepting(): void {
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
+    this.direct?.stopAccepting();
   }
 
   close(): void {
     this.stopAccepting();
+    this.direct?.close();
     this.front.close();
     this.app.close();
   }
@@ -154,10 +161,13 @@ function ioMetadata(s: IoSpec): { name: string; datatype: string; shape: number[
 function modelMetadata(s: Service, version?: string): Reply {
   const v = version === undefined ? s.versions[0]! : s.versions.find((x) => x.modelVersion === version);
   if (!v) throw notFound(`service '${s.name}' has no version '${version}'`, 'VersionNotFound');
+  const versions = s.versions.map((x) => x.modelVersion);
+  // An image model's server owns its protocol: the gateway knows no tensors to describe.
+  if (v.runner.kind === 'image') return jsonReply(200, { name: s.name, versions, platform: 'custom_image', inputs: [], outputs: [] });
   const sig = v.runner.signature;
   return jsonReply(200, {
     name: s.name,
-    versions: s.versions.map((x) => x.modelVersion),
+    versions,
     platform: 'onnxruntime_onnx',
     inputs: sig.inputs.map(ioMetadata),
     outputs: sig.outputs.map(ioMetadata),

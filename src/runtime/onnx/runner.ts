@@ -27,6 +27,8 @@ const WORKER_FILE = new URL('./worker.js', import.meta.url);
 
 /** One service version on ONNX Runtime: a piscina pool of sessions fed by a dynamic batcher. */
 export class OnnxRunner {
+  readonly kind = 'onnx';
+
   private constructor(
     readonly signature: ModelSignature,
     readonly provider: Provider,

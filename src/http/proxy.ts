@@ -1,0 +1,357 @@
+import { performance } from 'node:perf_hooks';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Principal } from '../auth/tokens.js';
+import { versionAcquired, type Service, type ServiceVersion } from '../control/services.js';
+import { asGatewayError, GatewayError } from '../errors.js';
+import type { Upstream } from '../runtime/image/balancer.js';
+import type { ImageRunner } from '../runtime/image/runner.js';
+import { HOP_BY_HOP, type Exchange, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
+import { errorReply, statusLine, writeReply } from './respond.js';
+
+/** What the proxy needs from the inference front (the same admission, routing and bookkeeping as ONNX calls). */
+export interface ProxyHost {
+  readonly maxBodyBytes: number;
+  route(service: Service, call: { principal: Principal | null; ruleHeaders: Record<string, string> | null; setting: [string, string] | null }): ServiceVersion;
+  settle(call: ProxyCall): void;
+  unrouted(status: number): void;
+  log(err: unknown): void;
+}
+
+/** The request line and headers for the upstream, captured while uWebSockets.js' request is alive. */
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query on the instance. */
+  target: string;
+  /** Forwarded headers, each `name: value\r\n`. */
+  headers: string;
+  /** The client's Content-Length, or -1: the body is sent chunked. */
+  contentLength: number;
+}
+
+/** Request headers not forwarded: hop-by-hop, framing (re-done for the upstream), and those the gateway sets. */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'host', 'content-length', 'expect', 'x-request-id']);
+/** Credentials the gateway consumed: a token service's tokens are not handed to the model's server. */
+const CREDENTIALS = new Set(['x-auth-token', 'authorization']);
+
+/**
+ * Captures the upstream request from the client's: `apiPath` is the path after
+ * `/v1/infers/{service}` (ModelArts forwards it to the container), '/' for the other routes.
+ */
+export function upstreamRequest(req: HttpRequest, apiPath: string, dropCredentials: boolean): UpstreamRequest {
+  let headers = '';
+  let contentLength = 0;
+  let chunked = false;
+  // Headers the client named in Connection are for the hop to the gateway only (RFC 9110 §7.6.1).
+  const connection = req.getHeader('connection');
+  const named = connection && connection.includes(',') || (connection && connection !== 'keep-alive' && connection !== 'close')
+    ? connection.toLowerCase().split(',').map((t) => t.trim())
+    : null;
+  req.forEach((name, value) => {
+    if (name === 'content-length') contentLength = Number(value);
+    else if (name === 'transfer-encoding') chunked = true;
+    if (NOT_FORWARDED.has(name) || (dropCredentials && CREDENTIALS.has(name)) || named?.includes(name)) return;
+    headers += `${name}: ${value}\r\n`;
+  });
+  const query = req.getQuery();
+  return { method: req.getMethod().toUpperCase(), target: query ? `${apiPath}?${query}` : apiPath, headers, contentLength: chunked ? -1 : contentLength };
+}
+
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * One request to an Image model (SPEC §8.2): the body is streamed to an instance the balancer
+ * picks and the answer streamed back, with backpressure both ways. What was sent is kept until
+ * the answer starts, so a request that could not be delivered is sent once more elsewhere.
+ */
+export class ProxyCall implements Exchange {
+  cancelled = false;
+  version: ServiceVersion | null = null;
+  principal: Principal | null = null;
+  pendingAuth: Promise<Principal> | null = null;
+  setting: [string, string] | null = null;
+  private upstream: Upstream | null = null;
+  private conn: UpstreamConnection | null = null;
+  private dispatched = false;
+  private retried = false;
+  /** The framed body so far, kept for a retry until the response starts (null after). */
+  private sent: Buffer[] | null = [];
+  private bodyEnded = false;
+  private received = 0;
+  private discarding = false;
+  private clientPaused = false;
+  // The response, written once its first piece of body is known.
+  private status = 0;
+  private reason = '';
+  private headers: string[] = [];
+  private length = -1;
+  private headWritten = false;
+  private pending: Buffer | null = null;
+  private pendingOffset = 0;
+
+  constructor(
+    private readonly host: ProxyHost,
+    readonly res: HttpResponse,
+    readonly requestId: string,
+    readonly startedAt: number,
+    readonly service: Service,
+    private readonly pinned: ServiceVersion | null,
+    readonly ruleHeaders: Record<string, string> | null,
+    private readonly request: UpstreamRequest,
+  ) {}
+
+  /** uWebSockets.js body chunk: valid only during this callback, so it is copied. */
+  onData(chunk: ArrayBuffer, isLast: boolean): void {
+    if (this.cancelled) return;
+    this.received += chunk.byteLength;
+    if (this.discarding || this.received > this.host.maxBodyBytes) return this.overLimit(isLast);
+    const piece = Buffer.from(new Uint8Array(chunk));
+    const framed = this.request.contentLength >= 0 ? [piece] : piece.length ? [Buffer.from(`${piece.length.toString(16)}\r\n`), piece, CRLF] : [];
+    if (isLast) {
+      this.bodyEnded = true;
+      if (this.request.contentLength < 0) framed.push(LAST_CHUNK);
+    }
+    this.sent?.push(...framed);
+    if (this.conn && framed.length) {
+      if (!this.conn.writeMany(framed) && !isLast) this.pauseClient();
+    }
+    if (!this.dispatched) this.begin();
+  }
+
+  /** Routes and sends once the caller is known (a token still being verified is waited for). */
+  private begin(): void {
+    this.dispatched = true;
+    if (this.pendingAuth) {
+      this.pendingAuth.then((p) => {
+        this.principal = p;
+        this.pendingAuth = null;
+        if (!this.cancelled) this.start();
+      }, (err: unknown) => this.fail(asGatewayError(err)));
+      return;
+    }
+    this.start();
+  }
+
+  private start(): void {
+    const v = (this.version = this.pinned ?? this.host.route(this.service, this));
+    versionAcquired(v);
+    this.send(null, false);
+  }
+
+  /** Sends the request (again, after a failure) to an instance other than `avoid` where there is one. */
+  private send(avoid: Upstream | null, sameIfAlone: boolean): void {
+    const runner = this.version!.runner as ImageRunner;
+    const u = runner.balancer.pick(avoid) ?? (sameIfAlone ? avoid : null);
+    if (!u) {
+      this.fail(new GatewayError(503, 'NoInstance', `no instance of ${this.version!.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' }));
+      return;
+    }
+    u.outstanding++;
+    this.upstream = u;
+    const conn = (this.conn = u.pool.acquire());
+    conn.begin(this);
+    const r = this.request;
+    const setting = this.setting ? `${this.setting[0]}: ${this.setting[1]}\r\n` : '';
+    const framing = r.contentLength >= 0 ? `content-length: ${r.contentLength}\r\n` : 'transfer-encoding: chunked\r\n';
+    const head = `${r.method} ${r.target} HTTP/1.1\r\nhost: ${u.pool.hostHeader}\r\n${r.headers}x-request-id: ${this.requestId}\r\n${setting}${framing}\r\n`;
+    const ok = this.sent!.length ? conn.writeMany([head, ...this.sent!]) : conn.write(head);
+    if (!ok && !this.bodyEnded) this.pauseClient();
+  }
+
+  // ---- the upstream's side (Exchange) ----
+
+  get requestSent(): boolean {
+    return this.bodyEnded;
+  }
+
+  onHead(status: number, reason: string, headers: string[], contentLength: number): void {
+    if (this.cancelled) return;
+    this.sent = null;
+    const runner = this.version!.runner as ImageRunner;
+    if (status === 502 || status === 503 || status === 504) runner.balancer.failed(this.upstream!);
+    else runner.balancer.succeeded(this.upstream!);
+    this.status = status;
+    this.reason = reason;
+    this.headers = headers;
+    this.length = contentLength;
+  }
+
+  onBody(chunk: Buffer, last: boolean): void {
+    if (last) this.releaseUpstream();
+    if (this.cancelled) return;
+    const res = this.res;
+    if (last && !this.headWritten) {
+      // The common case: the whole answer arrived at once.
+      res.cork(() => {
+        this.writeHead();
+        res.end(chunk);
+      });
+      this.complete(this.status);
+      return;
+    }
+    res.cork(() => {
+      if (!this.headWritten) this.writeHead();
+      if (this.length >= 0) this.sendKnownLength(chunk);
+      else this.sendChunked(chunk, last);
+    });
+  }
+
+  onFailure(kind: UpstreamFailure, message: string, reused: boolean): void {
+    const u = this.upstream;
+    if (!u) return;
+    this.releaseUpstream();
+    (this.version!.runner as ImageRunner).balancer.failed(u);
+    if (this.cancelled) return;
+    if (this.headWritten) {
+      // Part of the answer is out: the client can only learn of the failure by the connection closing.
+      this.host.log(new Error(`${this.version!.servedBy.label}: ${message}`));
+      this.res.close();
+      return;
+    }
+    const unsent = kind === 'connect' || kind === 'closed-before-response';
+    if (unsent && this.sent && !this.retried) {
+      this.retried = true;
+      // A kept-alive connection the server closed while idle is worth a fresh one to the same instance.
+      this.send(u, kind === 'closed-before-response' && reused);
+      return;
+    }
+    this.fail(new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${message}`));
+  }
+
+  onDrain(): void {
+    if (this.clientPaused && !this.cancelled) {
+      this.clientPaused = false;
+      this.res.resume();
+    }
+  }
+
+  // ---- the client's side ----
+
+  /** The request deadline passed (limits.request_timeout_ms). */
+  expire(ms: number): void {
+    if (this.cancelled) return;
+    if (this.conn) {
+      const u = this.upstream!;
+      this.conn.abandon();
+      this.releaseUpstream();
+      (this.version!.runner as ImageRunner).balancer.failed(u);
+    }
+    const where = this.version ? this.version.servedBy.label : `service '${this.service.name}'`;
+    this.fail(new GatewayError(504, 'UpstreamTimeout', `${where} did not answer within ${ms} ms (limits.request_timeout_ms)`));
+  }
+
+  /** The client went away: nothing may touch `res` any more. */
+  abort(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    if (this.conn) {
+      this.conn.abandon();
+      this.releaseUpstream();
+    }
+    this.host.settle(this);
+  }
+
+  /** Answers with an error, or, when part of the answer is already out, closes the connection. */
+  private fail(err: GatewayError, close = false): void {
+    if (this.cancelled) return;
+    if (this.conn) {
+      this.conn.abandon();
+      this.releaseUpstream();
+    }
+    if (this.headWritten) {
+      this.res.close();
+      return;
+    }
+    if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.host.log(err);
+    writeReply(this.res, errorReply(err, close), this.requestId, this.version?.servedBy.label ?? null);
+    this.complete(err.status);
+  }
+
+  private overLimit(isLast: boolean): void {
+    if (!this.discarding) {
+      this.discarding = true;
+      this.sent = null;
+      if (this.conn) {
+        this.conn.abandon();
+        this.releaseUpstream();
+      }
+    }
+    // The rest is read and dropped so the client is reading when the 413 comes; past a margin, the connection closes.
+    const limit = this.host.maxBodyBytes;
+    if (isLast || this.received > limit + DISCARD_BYTES) {
+      this.fail(new GatewayError(413, 'PayloadTooLarge', `the request body is over the limit of ${limit} bytes (limits.max_body_bytes)`), !isLast);
+    }
+  }
+
+  private pauseClient(): void {
+    if (this.clientPaused || this.cancelled) return;
+    this.clientPaused = true;
+    this.res.pause();
+  }
+
+  private writeHead(): void {
+    const res = this.res;
+    this.headWritten = true;
+    res.writeStatus(this.reason ? `${this.status} ${this.reason}` : statusLine(this.status));
+    const h = this.headers;
+    for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
+    res.writeHeader('X-Request-Id', this.requestId);
+    res.writeHeader('X-Model-Version', this.version!.servedBy.label);
+  }
+
+  /** A body of known length keeps its Content-Length; a piece the socket cannot take waits for onWritable. */
+  private sendKnownLength(chunk: Buffer): void {
+    const res = this.res;
+    const offset = res.getWriteOffset();
+    const [ok, done] = res.tryEnd(chunk, this.length);
+    if (done) return this.complete(this.status);
+    if (ok) return;
+    this.pending = chunk;
+    this.pendingOffset = offset;
+    this.conn?.pause();
+    res.onWritable((at) => {
+      if (this.cancelled || !this.pending) return true;
+      const [sent, finished] = res.tryEnd(this.pending.subarray(at - this.pendingOffset), this.length);
+      if (finished) this.complete(this.status);
+      else if (sent) {
+        this.pending = null;
+        this.conn?.resume();
+      }
+      return sent;
+    });
+  }
+
+  /** A body of unknown length goes out chunked; uWebSockets.js buffers what the socket cannot take yet. */
+  private sendChunked(chunk: Buffer, last: boolean): void {
+    const res = this.res;
+    if (chunk.length && !res.write(chunk) && !last) {
+      this.conn?.pause();
+      res.onWritable(() => {
+        this.conn?.resume();
+        return true;
+      });
+    }
+    if (last) {
+      res.end();
+      this.complete(this.status);
+    }
+  }
+
+  private releaseUpstream(): void {
+    if (!this.upstream) return;
+    this.upstream.outstanding--;
+    this.upstream = null;
+    this.conn = null;
+  }
+
+  private complete(status: number): void {
+    this.cancelled = true;
+    const v = this.version;
+    if (v) v.metrics.request(status, (performance.now() - this.startedAt) / 1000);
+    else this.host.unrouted(status);
+    this.host.settle(this);
+  }
+}
+
+/** How much past the limit is read and dropped before the connection is closed instead. */
+export const DISCARD_BYTES = 64 * 1024 * 1024;

@@ -1,0 +1,76 @@
+import { UpstreamPool } from './upstream.js';
+
+/** One upstream instance as the data plane sees it: an address, its pool and its load. */
+export class Upstream {
+  readonly pool: UpstreamPool;
+  /** Requests sent and not yet answered: the balancer's load signal. */
+  outstanding = 0;
+  consecutiveFailures = 0;
+  /** performance.now() until which outlier detection keeps it out of rotation. */
+  ejectedUntil = 0;
+  ejections = 0;
+
+  constructor(readonly id: string, readonly host: string, readonly port: number) {
+    this.pool = new UpstreamPool(host, port);
+  }
+}
+
+/** Gateway failures in a row that eject an instance (Envoy's consecutive_gateway_failure default is 5). */
+export const EJECT_AFTER = 5;
+const EJECT_BASE_MS = 10_000;
+const EJECT_MAX_MS = 300_000;
+
+/**
+ * Least outstanding requests by the power of two choices (SPEC §7.4): two instances drawn at
+ * random, the less loaded one wins; no global scan, and no herd on the single least-loaded
+ * instance. Instances failing in a row are ejected for a time that doubles each ejection.
+ */
+export class Balancer {
+  private members: Upstream[] = [];
+
+  constructor(private readonly onEject: (u: Upstream, ms: number) => void) {}
+
+  /** The instances in rotation (healthy, not draining); the control plane replaces the list whole. */
+  set(members: Upstream[]): void {
+    this.members = members;
+  }
+
+  get size(): number {
+    return this.members.length;
+  }
+
+  /** An instance for a request, other than `avoid` where there is another; null when none is in rotation. */
+  pick(avoid: Upstream | null = null): Upstream | null {
+    const m = this.members;
+    const n = m.length;
+    if (n === 0) return null;
+    if (n === 1) return m[0] === avoid ? null : m[0]!;
+    const now = performance.now();
+    const i = (Math.random() * n) | 0;
+    let j = (Math.random() * (n - 1)) | 0;
+    if (j >= i) j++;
+    const a = usable(m[i]!, avoid, now) ? m[i]! : null;
+    const b = usable(m[j]!, avoid, now) ? m[j]! : null;
+    if (a && b) return a.outstanding <= b.outstanding ? a : b;
+    if (a || b) return a ?? b;
+    // Both draws unusable: the least loaded usable one; with every instance ejected, any (Envoy's panic mode).
+    let best: Upstream | null = null;
+    for (const u of m) if (usable(u, avoid, now) && (!best || u.outstanding < best.outstanding)) best = u;
+    return best ?? m.find((u) => u !== avoid) ?? null;
+  }
+
+  succeeded(u: Upstream): void {
+    u.consecutiveFailures = 0;
+  }
+
+  failed(u: Upstream): void {
+    if (++u.consecutiveFailures < EJECT_AFTER) return;
+    u.consecutiveFailures = 0;
+    const ms = Math.min(EJECT_MAX_MS, EJECT_BASE_MS * 2 ** u.ejections);
+    u.ejections++;
+    u.ejectedUntil = performance.now() + ms;
+    this.onEject(u, ms);
+  }
+}
+
+const usable = (u: Upstream, avoid: Upstream | null, now: number): boolean => u !== avoid && u.ejectedUntil <= now;

@@ -1,0 +1,50 @@
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import type { HealthConfig } from './config.js';
+import type { LaunchedInstance } from './launchers.js';
+
+/**
+ * One health check of an instance per the package's `health` block (ModelArts): HTTP GET of
+ * `url` answering 2xx/3xx, an EXEC command exiting 0, or (no block) a TCP connect. Resolves with
+ * null when healthy, else with what was wrong.
+ */
+export function probe(h: HealthConfig, inst: LaunchedInstance): Promise<string | null> {
+  const timeoutMs = h.timeout_seconds * 1000;
+  switch (h.check_method) {
+    case 'HTTP': return httpProbe(h, inst, timeoutMs);
+    case 'EXEC': return inst.exec(h.command!, timeoutMs).then(
+      (code) => (code === 0 ? null : code === -1 ? `health command did not finish within ${h.timeout_seconds} s` : `health command exited with code ${code}`),
+      (err: Error) => `health command could not run: ${err.message}`,
+    );
+    case 'TCP': return tcpProbe(inst, timeoutMs);
+  }
+}
+
+function httpProbe(h: HealthConfig, inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const mod = h.protocol === 'https' ? https : http;
+    const where = `${h.protocol}://${inst.host}:${inst.port}${h.url}`;
+    const req = mod.request({ host: inst.host, port: inst.port, path: h.url, method: 'GET', agent: false, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
+      res.resume();
+      const code = res.statusCode ?? 0;
+      resolve(code >= 200 && code < 400 ? null : `GET ${where} answered ${code}`);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${h.timeout_seconds} s`)));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(`GET ${where} failed: ${err.code ?? err.message}`));
+    req.end();
+  });
+}
+
+function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: inst.host, port: inst.port });
+    const done = (why: string | null): void => {
+      s.destroy();
+      resolve(why);
+    };
+    s.setTimeout(timeoutMs, () => done(`no TCP connection to ${inst.host}:${inst.port} within ${timeoutMs / 1000} s`));
+    s.on('connect', () => done(null));
+    s.on('error', (err: NodeJS.ErrnoException) => done(`no TCP connection to ${inst.host}:${inst.port}: ${err.code ?? err.message}`));
+  });
+}

@@ -1,0 +1,178 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import type { ImageConfig } from './config.js';
+import { DockerLauncher } from './docker.js';
+import { OutputTail } from './output.js';
+
+/** One running instance of an image model, however it was started (SPEC §8.2). */
+export interface LaunchedInstance {
+  host: string;
+  port: number;
+  /** Resolves, saying how, when the instance stops by itself; never for instances someone else runs. */
+  readonly exited: Promise<string>;
+  /** The instance's recent output (stdout and stderr). */
+  logs(): string;
+  /** Runs a health command where the instance runs; resolves with its exit code. */
+  exec(command: string[], timeoutMs: number): Promise<number>;
+  /** Stops it: SIGTERM (or the engine's stop), then a kill after `graceMs`. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export interface Launcher {
+  readonly kind: 'process' | 'docker' | 'static';
+  /** Whether a failed instance can be replaced by launching another (not so for static endpoints). */
+  readonly restartable: boolean;
+  /** How many instances it runs: static runs one per endpoint, whatever `instances` says. */
+  count(instances: number): number;
+  launch(index: number): Promise<LaunchedInstance>;
+}
+
+export interface LaunchContext {
+  label: string;
+  /** Names the instance in the engine (docker container names). */
+  name: string;
+  packageDir: string;
+  image: ImageConfig;
+  env: Record<string, string>;
+}
+
+export function launcherFor(ctx: LaunchContext): Launcher {
+  switch (ctx.image.launcher) {
+    case 'process': return new ProcessLauncher(ctx);
+    case 'static': return new StaticLauncher(ctx);
+    case 'docker': return new DockerLauncher(ctx);
+  }
+}
+
+/** Processes still running, killed if the gateway exits without stopping them. */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) killGroup(c, 'SIGKILL');
+});
+
+function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    // Each instance leads its own process group, so a shell's children stop with it.
+    process.kill(-c.pid!, signal);
+  } catch {
+    c.kill(signal);
+  }
+}
+
+/** $(VAR), ${VAR} and $VAR in an argv, for the variables the gateway sets (as Kubernetes expands $(VAR)). */
+export function expandArgs(args: string[], env: Record<string, string>): string[] {
+  return args.map((a) => a.replace(/\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)/g, (m, p1?: string, p2?: string, p3?: string) => {
+    const name = (p1 ?? p2 ?? p3)!;
+    return env[name] ?? m;
+  }));
+}
+
+/** A free TCP port on 127.0.0.1, as the kernel hands one out. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+/** Runs a command to its end, killed after `timeoutMs`; resolves with its exit code (-1: killed or not started). */
+export function runCommand(command: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<number> {
+  return new Promise((resolve) => {
+    const c = spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'ignore', detached: true });
+    children.add(c);
+    const timer = setTimeout(() => killGroup(c, 'SIGKILL'), timeoutMs);
+    c.on('error', () => undefined);
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      children.delete(c);
+      resolve(code ?? -1);
+    });
+  });
+}
+
+/**
+ * `process`: the package's command as a child process with PORT (a free local port) and
+ * MODEL_PATH (the package folder, also its working directory): how tests and laptops run
+ * "containers".
+ */
+export class ProcessLauncher implements Launcher {
+  readonly kind = 'process';
+  readonly restartable = true;
+
+  constructor(private readonly ctx: LaunchContext) {}
+
+  count(instances: number): number {
+    return instances;
+  }
+
+  async launch(): Promise<LaunchedInstance> {
+    const port = await freePort();
+    const vars = { ...this.ctx.image.env, ...this.ctx.env, PORT: String(port), MODEL_PATH: this.ctx.packageDir };
+    const env = { ...process.env, ...vars };
+    const argv = expandArgs(this.ctx.image.command!, vars);
+    const output = new OutputTail();
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: this.ctx.packageDir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    children.add(child);
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => output.push(s));
+    let done = false;
+    const exited = new Promise<string>((resolve) => {
+      child.on('error', (err) => {
+        done = true;
+        children.delete(child);
+        resolve(`could not start \`${argv[0]}\`: ${err.message}`);
+      });
+      child.on('exit', (code, signal) => {
+        done = true;
+        children.delete(child);
+        resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
+      });
+    });
+    const cwd = this.ctx.packageDir;
+    return {
+      host: '127.0.0.1',
+      port,
+      exited,
+      logs: () => output.text(),
+      exec: (command, timeoutMs) => runCommand(expandArgs(command, vars), cwd, env, timeoutMs),
+      async stop(graceMs) {
+        if (done) return;
+        killGroup(child, 'SIGTERM');
+        const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
+        await exited;
+        clearTimeout(timer);
+      },
+    };
+  }
+}
+
+/** `static`: servers someone else runs (a Kubernetes Service, a fleet behind DNS); one instance per endpoint. */
+export class StaticLauncher implements Launcher {
+  readonly kind = 'static';
+  readonly restartable = false;
+
+  constructor(private readonly ctx: LaunchContext) {}
+
+  count(): number {
+    return this.ctx.image.endpoints.length;
+  }
+
+  async launch(index: number): Promise<LaunchedInstance> {
+    const url = new URL(this.ctx.image.endpoints[index]!);
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const cwd = this.ctx.packageDir;
+    const vars = { ...this.ctx.image.env, ...this.ctx.env, PORT: url.port || '80', MODEL_PATH: cwd };
+    return {
+      host,
+      port: Number(url.port || 80),
+      exited: new Promise<string>(() => undefined),
+      logs: () => `instance ${url.origin} runs outside the gateway; its output is not collected here\n`,
+      exec: (command, timeoutMs) => runCommand(expandArgs(command, vars), cwd, { ...process.env, ...vars }, timeoutMs),
+      stop: async () => undefined,
+    };
+  }
+}

@@ -1,0 +1,360 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ADMIN_TOKEN, ROOT, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
+
+const KNOBS = path.join(ROOT, 'test/fixtures/knobs-server');
+const MAX_BODY = 4 * 1024 * 1024;
+const TIMEOUT_MS = 2000;
+
+/** A copy of the knobs server package with config.json fields replaced. */
+function knobsPackage(config: Record<string, unknown> = {}): string {
+  const dir = tempDir('knobs-pkg-');
+  copyFileSync(path.join(KNOBS, 'server.mjs'), path.join(dir, 'server.mjs'));
+  const base = JSON.parse(readFileSync(path.join(KNOBS, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...base, ...config }));
+  return dir;
+}
+
+async function deploy(gw: RunningGateway, name: string, pkgDir: string, service: Record<string, unknown> = {}, status = 'running'): Promise<any> {
+  const imported = await api(gw, 'POST', '/v1/models', { name, source: { path: pkgDir } });
+  assert.equal(imported.status, 201, imported.text);
+  const created = await api(gw, 'POST', '/v1/services', { name, auth: 'none', versions: [{ model: name }], ...service });
+  assert.equal(created.status, 202, created.text);
+  return waitForService(gw, name, status);
+}
+
+async function events(gw: RunningGateway, service: string): Promise<string[]> {
+  return (await api(gw, 'GET', `/v1/services/${service}/events`)).json.events.map((e: { message: string }) => e.message);
+}
+
+async function eventMatching(gw: RunningGateway, service: string, re: RegExp): Promise<string> {
+  let found = '';
+  await until(`an event of ${service} matching ${re}`, async () => {
+    found = (await events(gw, service)).find((m) => re.test(m)) ?? '';
+    return found !== '';
+  }, 20_000);
+  return found;
+}
+
+interface Raw { status: number; headers: http.IncomingHttpHeaders; body: Buffer }
+
+/** node:http, not fetch: fetch refuses the hop-by-hop headers these tests send, and cannot send a chunked body. */
+function raw(url: string, opts: { method?: string; headers?: Record<string, string>; body?: Buffer | Buffer[] } = {}): Promise<Raw> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: opts.method ?? 'POST', headers: opts.headers ?? {}, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    const body = opts.body;
+    if (Array.isArray(body)) for (const b of body) req.write(b);
+    else if (body) req.write(body);
+    req.end();
+  });
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Requests counted for a service in /metrics, all codes. */
+async function counted(gw: RunningGateway, service: string): Promise<number> {
+  const text = await (await fetch(`${gw.url}/metrics`)).text();
+  return text.split('\n').filter((l) => l.startsWith(`infergate_requests_total{service="${service}"`)).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+}
+
+describe('image models (SPEC §8.2)', () => {
+  let gw: RunningGateway;
+
+  before(async () => {
+    gw = await startGateway({ modelsDir: tempDir('no-models-'), config: { limits: { max_body_bytes: MAX_BODY, request_timeout_ms: TIMEOUT_MS } } });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('the sample iris-server runs through the process launcher and answers through the gateway', async () => {
+    await deploy(gw, 'iris-server', path.join(SAMPLE_MODELS, 'iris-server'));
+    const body = { data: { req_data: [{ sepal_length: 5.1, sepal_width: 3.5, petal_length: 1.4, petal_width: 0.2 }, { sepal_length: 6.3, sepal_width: 3.3, petal_length: 6.0, petal_width: 2.5 }] } };
+    const a = await postJson(`${gw.url}/v1/infers/iris-server`, body);
+    assert.equal(a.status, 200, a.text);
+    assert.deepEqual(a.json.result.map((r: { predict: string }) => r.predict), ['setosa', 'virginica']);
+    assert.equal(a.headers.get('x-model-version'), 'iris-server@0.0.1');
+    const p = await postJson(`${gw.url}/v1/infers/iris-server/predict`, [[6.4, 3.2, 4.5, 1.5]]);
+    assert.equal(p.json.result[0].predict, 'versicolor');
+    // The model server's own refusals reach the client as it wrote them.
+    const bad = await postJson(`${gw.url}/v1/infers/iris-server`, { data: { req_data: [{ sepal_length: 'x' }] } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error_msg, /sepal_length: expected a finite number/);
+    const meta = (await fetch(`${gw.url}/v2/models/iris-server`).then((r) => r.json())) as { platform: string };
+    assert.equal(meta.platform, 'custom_image');
+  });
+
+  test('headers: X-Request-Id and rule settings added, hop-by-hop headers and credentials dropped, api path and query forwarded', async () => {
+    await deploy(gw, 'knobs-h', knobsPackage(), {
+      auth: 'token',
+      rules: [{ condition: "#HEADER_tier == 'gold'", version: '0.0.1', setting_name: 'x-model-setting', setting_value: 'fast' }],
+    });
+    const a = await raw(`${gw.url}/v1/infers/knobs-h/headers?a=1&b=two`, {
+      headers: {
+        'x-auth-token': ADMIN_TOKEN, 'x-request-id': 'req-abc', connection: 'keep-alive, x-hop', 'x-hop': 'one hop only',
+        'keep-alive': 'timeout=5', te: 'trailers', tier: 'gold', 'x-custom': 'kept', 'content-type': 'application/json',
+      },
+      body: Buffer.from('{"x":1}'),
+    });
+    assert.equal(a.status, 200, a.body.toString());
+    const seen = JSON.parse(a.body.toString());
+    assert.equal(seen.url, '/headers?a=1&b=two');
+    assert.equal(seen.headers['x-request-id'], 'req-abc');
+    assert.equal(seen.headers['x-model-setting'], 'fast');
+    assert.equal(seen.headers['x-custom'], 'kept');
+    assert.equal(seen.headers['content-type'], 'application/json');
+    assert.equal(seen.bytes, 7);
+    for (const h of ['x-auth-token', 'x-hop', 'keep-alive', 'te']) assert.equal(seen.headers[h], undefined, `${h} must not reach the model server`);
+    assert.equal(a.headers['x-request-id'], 'req-abc');
+    assert.equal(a.headers['x-model-version'], 'knobs-h@0.0.1');
+    // No rule matched: no setting header.
+    const plain = await raw(`${gw.url}/v1/infers/knobs-h/headers`, { headers: { 'x-auth-token': ADMIN_TOKEN } });
+    assert.equal(JSON.parse(plain.body.toString()).headers['x-model-setting'], undefined);
+    const anonymous = await raw(`${gw.url}/v1/infers/knobs-h/headers`);
+    assert.equal(anonymous.status, 401);
+    assert.match(JSON.parse(anonymous.body.toString()).error_msg, /token/i);
+  });
+
+  test('bodies up to the limit pass unchanged both ways, with and without a length; over it is 413', async () => {
+    await deploy(gw, 'knobs-big', knobsPackage());
+    const big = randomBytes(MAX_BODY);
+    const echoed = await raw(`${gw.url}/v1/infers/knobs-big/echo`, { headers: { 'content-type': 'application/octet-stream' }, body: big });
+    assert.equal(echoed.status, 200);
+    assert.equal(echoed.headers['content-length'], String(MAX_BODY));
+    assert.equal(echoed.headers['x-upstream'], 'knobs');
+    assert.equal(sha(echoed.body), sha(big));
+    // A chunked request body and a chunked answer.
+    const pieces = Array.from({ length: 40 }, () => randomBytes(50_000));
+    const chunked = await raw(`${gw.url}/v1/infers/knobs-big/echo-chunked`, { headers: { 'transfer-encoding': 'chunked' }, body: pieces });
+    assert.equal(chunked.status, 200);
+    assert.equal(chunked.headers['content-length'], undefined);
+    assert.equal(sha(chunked.body), sha(Buffer.concat(pieces)));
+    const over = await raw(`${gw.url}/v1/infers/knobs-big/echo`, { body: randomBytes(MAX_BODY + 1) });
+    assert.equal(over.status, 413);
+    assert.match(JSON.parse(over.body.toString()).error_msg, new RegExp(`over the limit of ${MAX_BODY} bytes \\(limits.max_body_bytes\\)`));
+    // Upstream status codes pass through.
+    const teapot = await raw(`${gw.url}/v1/infers/knobs-big/status?code=418`);
+    assert.equal(teapot.status, 418);
+  });
+
+  test('a slow upstream is answered 504, and the service keeps serving', async () => {
+    await deploy(gw, 'knobs-slow', knobsPackage());
+    const slow = await postJson(`${gw.url}/v1/infers/knobs-slow/slow?ms=${TIMEOUT_MS * 3}`, {});
+    assert.equal(slow.status, 504);
+    assert.equal(slow.json.error_code, 'IG.504.UpstreamTimeout');
+    assert.match(slow.json.error_msg, new RegExp(`knobs-slow@0.0.1 did not answer within ${TIMEOUT_MS} ms \\(limits.request_timeout_ms\\)`));
+    assert.equal((await postJson(`${gw.url}/v1/infers/knobs-slow/slow?ms=1`, {})).status, 200);
+  });
+
+  test('a refused connection is retried on another instance; an instance failing in a row is ejected', async () => {
+    const servers = await Promise.all(['A', 'B'].map((who) => new Promise<http.Server>((resolve) => {
+      const s = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => res.end(JSON.stringify({ who })));
+      });
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })));
+    const [a, b] = servers.map((s) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`);
+    try {
+      const pkg = knobsPackage({ image: { endpoints: [a, b] }, health: { check_method: 'HTTP', url: '/health', period_seconds: 60, timeout_seconds: 1, failure_threshold: 3 } });
+      await deploy(gw, 'two-static', pkg);
+      const instances = (await api(gw, 'GET', '/v1/services/two-static/instances')).json.instances;
+      assert.deepEqual(instances.map((i: { launcher: string; address: string }) => [i.launcher, i.address]), [['static', a], ['static', b]]);
+      // A stops listening; the gateway's health check is a minute away, so only requests find out.
+      await new Promise((resolve) => servers[0]!.close(resolve));
+      const answers = [];
+      for (let i = 0; i < 40; i++) answers.push(await postJson(`${gw.url}/v1/infers/two-static`, {}));
+      assert.deepEqual([...new Set(answers.map((x) => `${x.status} ${x.text}`))], ['200 {"who":"B"}']);
+      await eventMatching(gw, 'two-static', /^Instance 0 of service two-static \(two-static@0.0.1\) was taken out of load balancing for 10 s after failing requests in a row\.$/);
+    } finally {
+      servers[1]!.close();
+    }
+  });
+
+  test('an instance killed under load: no request hangs, only requests in flight on it fail, and it is replaced', { timeout: 60_000 }, async () => {
+    await deploy(gw, 'knobs-kill', knobsPackage(), { versions: [{ model: 'knobs-kill', instances: 2 }] });
+    const statuses: number[] = [];
+    let stop = false;
+    const WORKERS = 6;
+    const worker = async (): Promise<void> => {
+      while (!stop) statuses.push((await postJson(`${gw.url}/v1/infers/knobs-kill/slow?ms=20`, {})).status);
+    };
+    const load = Array.from({ length: WORKERS }, worker);
+    await until('load to run', async () => statuses.length >= 30);
+    const victim = (await postJson(`${gw.url}/v1/infers/knobs-kill/pid`, {})).json.pid as number;
+    process.kill(victim, 'SIGKILL');
+    await eventMatching(gw, 'knobs-kill', /was restarted and is healthy/);
+    const after = statuses.length;
+    await until('load to go on after the restart', async () => statuses.length >= after + 30);
+    stop = true;
+    await Promise.all(load);
+    const failed = statuses.filter((s) => s !== 200);
+    assert.ok(failed.every((s) => s === 502), `only 502s, got ${JSON.stringify([...new Set(failed)])}`);
+    assert.ok(failed.length <= WORKERS, `at most the requests in flight fail: ${failed.length}`);
+    const evs = await events(gw, 'knobs-kill');
+    assert.ok(evs.some((m) => /^Instance \d of service knobs-kill \(knobs-kill@0.0.1\) was killed by SIGKILL; restarting it\./.test(m)), evs.join('\n'));
+    assert.ok(evs.includes('Service knobs-kill is in alarm: 1 instance(s) failing health checks or restarting.'), evs.join('\n'));
+    assert.equal((await waitForService(gw, 'knobs-kill', 'running')).status, 'running');
+    const instances = (await api(gw, 'GET', '/v1/services/knobs-kill/instances')).json.instances;
+    assert.deepEqual(instances.map((i: { restarts: number }) => i.restarts).sort(), [0, 1]);
+    const pids = new Set<number>();
+    for (let i = 0; i < 20; i++) pids.add((await postJson(`${gw.url}/v1/infers/knobs-kill/pid`, {})).json.pid);
+    assert.ok(!pids.has(victim), 'the killed instance no longer answers');
+  });
+
+  test('health failing after start: alarm, the instance is restarted, running again', async () => {
+    await deploy(gw, 'knobs-sick', knobsPackage());
+    const before = (await postJson(`${gw.url}/v1/infers/knobs-sick/pid`, {})).json.pid;
+    assert.equal((await postJson(`${gw.url}/v1/infers/knobs-sick/sick`, {})).status, 200);
+    await eventMatching(gw, 'knobs-sick', /^Instance 0 of service knobs-sick \(knobs-sick@0.0.1\) failed its health check 2 times in a row \(GET http:\/\/127.0.0.1:\d+\/health answered 500\); restarting it\./);
+    await eventMatching(gw, 'knobs-sick', /^Service knobs-sick is in alarm/);
+    await eventMatching(gw, 'knobs-sick', /^Service knobs-sick is running again: every instance passes its health check\.$/);
+    await waitForService(gw, 'knobs-sick', 'running');
+    const now = (await postJson(`${gw.url}/v1/infers/knobs-sick/pid`, {})).json.pid;
+    assert.notEqual(now, before);
+    const logs = await fetch(`${gw.url}/v1/services/knobs-sick/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text());
+    assert.match(logs, /--- the instance it replaced ---\nknobs-server listening on 127.0.0.1:\d+\n--- this instance ---\nknobs-server listening/);
+  });
+
+  test('failing at start is failed, with the reason and the instance\'s last output', async () => {
+    await deploy(gw, 'knobs-nohealth', knobsPackage({ health: { check_method: 'HTTP', url: '/status?code=503', period_seconds: 0.1, failure_threshold: 2, timeout_seconds: 0.5 } }), {}, 'failed');
+    const unhealthy = await events(gw, 'knobs-nohealth');
+    assert.ok(unhealthy.some((m) => /^Failed to deploy the service\. Error: instance 0 of service knobs-nohealth \(knobs-nohealth@0.0.1\) failed its health check for 0.7 s after starting: GET http:\/\/127.0.0.1:\d+\/status\?code=503 answered 503/.test(m)), unhealthy.join('\n'));
+    await deploy(gw, 'knobs-crash', knobsPackage({ image: { command: ['node', '-e', "console.error('no weights in ' + process.env.MODEL_PATH); process.exit(3)"] } }), {}, 'failed');
+    const evs = await events(gw, 'knobs-crash');
+    assert.ok(evs.some((m) => /^Failed to deploy the service\. Error: instance 0 of service knobs-crash \(knobs-crash@0.0.1\) exited with code 3 before it became healthy; its last output:\nno weights in \/.+/.test(m)), evs.join('\n'));
+    const missing = await deploy(gw, 'knobs-nocmd', knobsPackage({ image: { command: ['no-such-binary-here'] } }), {}, 'failed');
+    assert.equal(missing.status, 'failed');
+    assert.ok((await events(gw, 'knobs-nocmd')).some((m) => /could not start `no-such-binary-here`: spawn no-such-binary-here ENOENT/.test(m)));
+  });
+
+  test('the docker launcher without an engine fails the deployment saying so', async (t) => {
+    const socket = process.env['DOCKER_HOST'] ? null : '/var/run/docker.sock';
+    if (!socket || existsSync(socket)) return t.skip('a Docker engine may be present here (DOCKER_HOST set or /var/run/docker.sock exists): the no-engine path is not testable');
+    await deploy(gw, 'dockerized', knobsPackage({ image: { image: 'example.com/model:1.0', port: 8080 } }), {}, 'failed');
+    const evs = await events(gw, 'dockerized');
+    assert.ok(evs.some((m) => m.includes('no Docker engine here: /var/run/docker.sock does not exist (start Docker, set DOCKER_HOST, or give the package image.command to run it with the process launcher)')), evs.join('\n'));
+  });
+
+  test('the docker launcher runs a container', async (t) => {
+    const image = process.env['INFERGATE_TEST_DOCKER_IMAGE'];
+    if (!image || (!process.env['DOCKER_HOST'] && !existsSync('/var/run/docker.sock'))) {
+      return t.skip('needs a Docker engine and INFERGATE_TEST_DOCKER_IMAGE (an image serving GET /health and POST / on $PORT); this machine has no engine');
+    }
+    await deploy(gw, 'docker-run', knobsPackage({ image: { image, port: 8080 } }));
+    assert.equal((await postJson(`${gw.url}/v1/infers/docker-run`, {})).status, 200);
+  });
+
+  test('bad image packages are refused at import, naming the field', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ image: undefined }, /config\.json: an Image package needs an "image" object with "command" \(run as a process\), "endpoints" \(servers already running\) or "image" \(a Docker image\)/],
+      [{ image: { command: [] } }, /image\.command: must be a command: an array of strings such as \["node", "server.js"\], or one shell string/],
+      [{ image: { endpoints: ['ftp://10.0.0.1:21'] } }, /image\.endpoints\[0\] 'ftp:\/\/10.0.0.1:21': only http:\/\/ upstreams are proxied/],
+      [{ image: { command: ['node'], extra: 1 } }, /image: unknown field 'extra'; expected command, port, endpoints, image, env, launcher/],
+      [{ health: { check_method: 'PING' } }, /health\.check_method must be "HTTP" or "EXEC", got "PING"/],
+      [{ health: { check_method: 'EXEC' } }, /health\.check_method "EXEC" needs health\.command/],
+      [{ health: { period_seconds: -1 } }, /health\.period_seconds must be a number ≥ 0.05, got -1/],
+    ];
+    for (const [config, re] of cases) {
+      const a = await api(gw, 'POST', '/v1/models', { name: 'bad-image', source: { path: knobsPackage(config) } });
+      assert.equal(a.status, 400, JSON.stringify(config));
+      assert.match(a.json.error_msg, re);
+    }
+  });
+
+  test('a service does not mix ONNX and image versions, and shadows are for ONNX services', async () => {
+    await api(gw, 'POST', '/v1/models', { name: 'onnx-iris', source: { path: path.join(SAMPLE_MODELS, 'iris') } });
+    await api(gw, 'POST', '/v1/models', { name: 'knobs-mix', source: { path: knobsPackage() } });
+    await api(gw, 'POST', '/v1/models', { name: 'knobs-mix', version: '0.0.2', source: { path: knobsPackage() } });
+    const mixed = await api(gw, 'POST', '/v1/services', { name: 'mixed', versions: [{ model: 'onnx-iris', weight: 50 }, { model: 'knobs-mix', version: '0.0.1', weight: 50 }] });
+    assert.equal(mixed.status, 400);
+    assert.match(mixed.json.error_msg, /a service runs one kind of model: knobs-mix@0.0.1 is an Image model and onnx-iris@0.0.1 is ONNX; deploy them as two services/);
+    const shadow = await api(gw, 'POST', '/v1/services', { name: 'shadowed', versions: [{ model: 'knobs-mix', version: '0.0.1', weight: 100 }, { model: 'knobs-mix', version: '0.0.2', weight: 0 }], shadow: [{ version: '0.0.2' }] });
+    assert.equal(shadow.status, 400);
+    assert.match(shadow.json.error_msg, /'shadow' is for ONNX services/);
+  });
+
+  test('instances and their logs; unknown instances are 404', async () => {
+    await deploy(gw, 'knobs-logs', knobsPackage(), { versions: [{ model: 'knobs-logs', instances: 1, env: { KNOB: 'turned' } }] });
+    const inst = (await api(gw, 'GET', '/v1/services/knobs-logs/instances')).json.instances;
+    assert.equal(inst.length, 1);
+    assert.equal(inst[0].status, 'running');
+    assert.match(inst[0].address, /^http:\/\/127.0.0.1:\d+$/);
+    assert.equal((await postJson(`${gw.url}/v1/infers/knobs-logs/pid`, {})).json.env, 'turned', 'the version\'s env reaches the instance');
+    const logs = await fetch(`${gw.url}/v1/services/knobs-logs/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } });
+    assert.equal(logs.status, 200);
+    assert.match(await logs.text(), new RegExp(`knobs-server listening on ${inst[0].address.slice('http://'.length)}`));
+    const missing = await api(gw, 'GET', '/v1/services/knobs-logs/instances/9/logs');
+    assert.equal(missing.status, 404);
+    assert.match(missing.json.error_msg, /service 'knobs-logs' version 0.0.1 has no instance '9'; its instances are 0/);
+  });
+
+  test('high-speed channel: image services list their instances\' own addresses', async () => {
+    await deploy(gw, 'knobs-fast', knobsPackage(), { high_speed: true, auth: 'token' });
+    const eps = await api(gw, 'GET', '/v1/services/knobs-fast/predict/endpoints?type=host_endpoints');
+    assert.equal(eps.status, 200, eps.text);
+    const [ep] = eps.json.endpoints;
+    assert.deepEqual(Object.keys(ep).sort(), ['instance', 'ip', 'port', 'schema', 'version']);
+    assert.equal(ep.version, '0.0.1');
+    const direct = await postJson(`http://${ep.ip}:${ep.port}/pid`, {});
+    assert.equal(direct.status, 200);
+  });
+});
+
+describe('high-speed channel for ONNX services (SPEC §5.6)', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway({ modelsDir: tempDir('no-models-'), config: { services: [] } });
+    await api(gw, 'POST', '/v1/models', { name: 'iris', source: { path: path.join(SAMPLE_MODELS, 'iris') } });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('a direct listener answers like the routed path, without auth, and is not counted', async () => {
+    const created = await api(gw, 'POST', '/v1/services', { name: 'fast-iris', auth: 'token', high_speed: true, versions: [{ model: 'iris' }] });
+    assert.equal(created.status, 202, created.text);
+    await waitForService(gw, 'fast-iris', 'running');
+    const eps = await api(gw, 'GET', '/v1/services/fast-iris/predict/endpoints?type=host_endpoints');
+    assert.equal(eps.status, 200, eps.text);
+    assert.equal(eps.json.endpoints.length, 1);
+    const ep = eps.json.endpoints[0];
+    assert.equal(ep.schema, 'http');
+    assert.equal(ep.ip, '127.0.0.1');
+    assert.ok(ep.port >= 31000 && ep.port <= 31999, `port ${ep.port} from server.direct_ports`);
+    const body = { data: { req_data: [{ sepal_length: 5.1, sepal_width: 3.5, petal_length: 1.4, petal_width: 0.2 }, { sepal_length: 6.3, sepal_width: 3.3, petal_length: 6.0, petal_width: 2.5 }] } };
+    const routed = await postJson(`${gw.url}/v1/infers/fast-iris`, body, 'application/json', { 'x-auth-token': ADMIN_TOKEN });
+    assert.equal(routed.status, 200);
+    const countedBefore = await counted(gw, 'fast-iris');
+    const direct = await postJson(`http://127.0.0.1:${ep.port}/`, body);
+    assert.equal(direct.status, 200);
+    assert.equal(direct.text, routed.text);
+    const v2 = { inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] };
+    assert.equal((await postJson(`http://127.0.0.1:${ep.port}/`, v2)).text, (await postJson(`${gw.url}/v2/models/fast-iris/infer`, v2, 'application/json', { 'x-auth-token': ADMIN_TOKEN })).text);
+    assert.equal(await counted(gw, 'fast-iris'), countedBefore + 1, 'only the routed v2 call is counted');
+    const wrong = await fetch(`http://127.0.0.1:${ep.port}/`);
+    assert.equal(wrong.status, 405);
+    assert.match(((await wrong.json()) as { error_msg: string }).error_msg, /GET is not allowed on the high-speed listener; use POST \//);
+    // Turned off: the listener closes and the endpoints API says why.
+    assert.equal((await api(gw, 'PATCH', '/v1/services/fast-iris', { high_speed: false })).status, 202);
+    await waitForService(gw, 'fast-iris', 'running');
+    await until('the listener to close', async () => fetch(`http://127.0.0.1:${ep.port}/`, { method: 'POST' }).then(() => false, () => true));
+    const off = await api(gw, 'GET', '/v1/services/fast-iris/predict/endpoints');
+    assert.equal(off.status, 409);
+    assert.match(off.json.error_msg, /service 'fast-iris' does not have the high-speed channel; PATCH it with \{"high_speed": true\}/);
+    const badType = await api(gw, 'GET', '/v1/services/fast-iris/predict/endpoints?type=vpc');
+    assert.equal(badType.status, 400);
+    assert.match(badType.json.error_msg, /type must be 'host_endpoints'/);
+  });
+});
