@@ -2,10 +2,11 @@
 // the other core to the server under test), else autocannon (in-process JS, slower: it can be
 // the bottleneck for the fastest servers, so numbers are not comparable with wrk runs).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
+import { aptInstall, onPath } from './tools.js';
 
 export type LoadTool = 'wrk' | 'autocannon';
 
@@ -45,20 +46,6 @@ export interface ToolInfo {
 
 const DEFAULT_CONNECTIONS = 64;
 
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
 function wrkVersion(): string {
   // `wrk -v` prints its banner and exits non-zero; we only want the first line.
   const r = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
@@ -77,19 +64,6 @@ function autocannonVersion(): string {
   }
 }
 
-function tryInstallWrk(): boolean {
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (!isRoot || process.env.BENCH_INSTALL !== '1') return false;
-  console.error('bench: wrk not found; BENCH_INSTALL=1 and root: apt-get install -y wrk');
-  const opts = { stdio: 'inherit' as const, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } };
-  let r = spawnSync('apt-get', ['install', '-y', 'wrk'], opts);
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], opts);
-    r = spawnSync('apt-get', ['install', '-y', 'wrk'], opts);
-  }
-  return r.status === 0 && onPath('wrk') !== undefined;
-}
-
 let chosen: ToolInfo | undefined;
 
 /** Picks the load tool once per process. `BENCH_TOOL=autocannon` forces the fallback. */
@@ -99,7 +73,7 @@ export function detectTool(): ToolInfo {
     chosen = { tool: 'autocannon', version: autocannonVersion(), note: 'forced by BENCH_TOOL=autocannon' };
   } else if (onPath('wrk')) {
     chosen = { tool: 'wrk', version: wrkVersion(), note: 'found on PATH' };
-  } else if (tryInstallWrk()) {
+  } else if (aptInstall('wrk', 'wrk')) {
     chosen = { tool: 'wrk', version: wrkVersion(), note: 'installed with apt-get' };
   } else {
     chosen = {

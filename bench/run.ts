@@ -8,15 +8,18 @@
 // BENCH_ONLY, BENCH_RESULTS (output path override), BENCH_TOOL=autocannon, BENCH_INSTALL=1,
 // BENCH_CCFRAUD_MODEL (model for fastify_ort; default models/ccfraud/model.onnx),
 // BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js).
+// The proxy scenarios (nginx_proxy, infergate_proxy) need nginx: when it is missing (and
+// BENCH_INSTALL=1 as root cannot apt-get it) nginx_proxy is skipped, named in the output.
 //
 // Adding a scenario: push a Scenario onto SCENARIOS (and a Ratio onto RATIOS if it has a target).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { detectTool, killLoad, runLoad, type LoadResult } from './load.js';
+import { aptInstall, onPath } from './tools.js';
 
 /** Repository root: this file runs as dist/bench/run.js. */
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -223,6 +226,8 @@ export interface Scenario {
   connections?: number;
   /** optional sanity request before warm-up; throws to abort the run */
   check?(server: ServerHandle): Promise<void>;
+  /** why this scenario cannot run on this machine (a tool is missing), or undefined: it runs */
+  unavailable?(): string | undefined;
 }
 
 export interface Ratio {
@@ -235,14 +240,21 @@ export interface Ratio {
 
 const BENCH_ADMIN = 'bench-admin-token-not-for-production';
 
-/** `infergate serve` on the sample models, with an optional gateway config (JSON). */
-async function startInfergate(config: Record<string, unknown> | null): Promise<ServerHandle> {
+/**
+ * `infergate serve` on the sample models (or on `opts.modelsDir`), with an optional gateway
+ * config (JSON); `opts.cleanup` runs when the process has exited.
+ */
+async function startInfergate(
+  config: Record<string, unknown> | null,
+  opts: { modelsDir?: string; cleanup?: () => void } = {},
+): Promise<ServerHandle> {
   const port = await freePort();
   // BENCH_INFERGATE_MAIN lets one point the bench at another build of the CLI.
   const main = resolve(ROOT, process.env.BENCH_INFERGATE_MAIN ?? join('dist', 'src', 'cli', 'main.js'));
   if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
   const dataDir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-data-'));
-  const args = [main, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', 'models', '--data-dir', dataDir];
+  const modelsDir = opts.modelsDir ?? 'models';
+  const args = [main, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', modelsDir, '--data-dir', dataDir];
   if (config) {
     const file = join(dataDir, 'gateway.json');
     writeFileSync(file, JSON.stringify(config));
@@ -250,7 +262,10 @@ async function startInfergate(config: Record<string, unknown> | null): Promise<S
   }
   return startServer(process.execPath, args, /infergate listening on http:\/\/\S+:\d+/, port, {
     env: { INFERGATE_ADMIN_TOKEN: BENCH_ADMIN },
-    cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+    cleanup: () => {
+      rmSync(dataDir, { recursive: true, force: true });
+      opts.cleanup?.();
+    },
   });
 }
 
@@ -287,6 +302,208 @@ const SECURED: Scenario = {
     const r = await fetch(`${base}/v1/infers/secured`, { method: 'POST', body: CCFRAUD_BATCH1, headers: { 'content-type': PANDAS_RECORDS, ...SECURED.headers } });
     if (r.status !== 200) throw new Error(`check: the secured service answered ${r.status}: ${await r.text()}`);
   },
+};
+
+// ---------------------------------------------------------------- proxy path (SPEC §14)
+//
+// nginx (one worker, keep-alive upstream) and infergate's proxy for Image models, measured in
+// the same run against the same upstream process: bench/servers/upstream-uws.ts, started once
+// for both and stopped when the run ends. Both get the ccfraud body on /v1/infers/proxied and
+// forward it to the upstream's `/`.
+
+/** What upstream-uws.ts answers every POST with; each proxy must pass it through unchanged. */
+const UPSTREAM_ANSWER = '{"result":[{"predict":1}]}';
+const PROXIED_PATH = '/v1/infers/proxied';
+/** How long a proxy may take to answer its first request with the upstream's body. */
+const PROXY_READY_MS = Math.min(START_TIMEOUT_MS, 60_000);
+
+let upstream: Promise<ServerHandle> | undefined;
+
+/** The one upstream both proxy scenarios forward to, started on first use. */
+async function sharedUpstream(): Promise<ServerHandle> {
+  upstream ??= freePort().then((port) => benchServer('upstream-uws.js', port));
+  const up = await upstream;
+  // Dead since the last scenario: fail here, with its output, not as 502s under load.
+  if (up.dead) throw new Error(`the proxy upstream (pid ${up.pid}) has exited; its output:\n${up.tail()}`);
+  return up;
+}
+
+async function stopSharedUpstream(): Promise<void> {
+  const up = upstream;
+  upstream = undefined;
+  await up?.then((s) => s.stop(), () => undefined);
+}
+
+/**
+ * The proxy's handle, counted dead when either the proxy or its upstream dies: a proxy answering
+ * 502 because its upstream is gone must not pass for a measurement. stop() stops only the proxy;
+ * the upstream stays up for the next proxy scenario.
+ */
+function behind(proxy: ServerHandle, up: ServerHandle): ServerHandle {
+  return {
+    pid: proxy.pid,
+    port: proxy.port,
+    exited: proxy.exited,
+    get dead() {
+      return proxy.dead || up.dead;
+    },
+    tail: () => (up.dead ? `${proxy.tail()}\n--- the upstream (pid ${up.pid}) exited; its output:\n${up.tail()}` : proxy.tail()),
+    stop: () => proxy.stop(),
+  };
+}
+
+/**
+ * Polls POST `path` until it answers 200 with the upstream's constant body: the proxy is ready
+ * (infergate marks an Image service healthy only after its first health check passes).
+ */
+async function checkProxied(s: ServerHandle, path: string): Promise<void> {
+  const url = `http://127.0.0.1:${s.port}${path}`;
+  const deadline = Date.now() + PROXY_READY_MS;
+  let last = '';
+  for (;;) {
+    try {
+      const r = await fetch(url, { method: 'POST', body: CCFRAUD_BATCH1, headers: { 'content-type': PANDAS_RECORDS } });
+      const text = await r.text();
+      if (r.status === 200 && sameJson(text, UPSTREAM_ANSWER)) return;
+      last = `${r.status}: ${text.slice(0, 500)}`;
+    } catch (err) {
+      last = String(err);
+    }
+    if (s.dead) throw new Error(`check: the server exited; its output:\n${s.tail()}`);
+    if (Date.now() > deadline) {
+      throw new Error(`check: POST ${url} did not answer 200 ${UPSTREAM_ANSWER} within ${PROXY_READY_MS} ms; last answer ${last}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function sameJson(text: string, expected: string): boolean {
+  try {
+    return JSON.stringify(JSON.parse(text)) === expected;
+  } catch {
+    return false;
+  }
+}
+
+// root's PATH has the sbin directories; a user's often has not, and Debian puts nginx there.
+const SBIN = ['/usr/sbin', '/usr/local/sbin', '/sbin'];
+let nginxBin: string | null | undefined;
+
+/** nginx on PATH or in sbin, else installed when BENCH_INSTALL=1 as root; looked up once. */
+function findNginx(): string | undefined {
+  nginxBin ??= onPath('nginx', SBIN) ?? aptInstall('nginx', 'nginx', SBIN) ?? null;
+  return nginxBin ?? undefined;
+}
+
+/** e.g. "nginx/1.22.1", for RESULTS.md (`nginx -v` writes to stderr). */
+function nginxVersion(bin: string): string {
+  const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
+  return /nginx\/\S+/.exec(`${r.stderr ?? ''}${r.stdout ?? ''}`)?.[0] ?? 'nginx';
+}
+
+/**
+ * The nginx.conf of nginx_proxy: one worker, foreground, a keep-alive upstream pool, and every
+ * path nginx writes (pid, temp files) under `dir`, so it runs as any user. keepalive_requests is
+ * raised on both sides so neither connection pool is recycled during the run (nginx's default
+ * closes a connection after 1000 requests): the baseline is nginx at its best.
+ */
+export function nginxConf(dir: string, port: number, upstreamPort: number): string {
+  return `# infergate bench: nginx_proxy (SPEC §14, proxy path)
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+# notice level: the master's "start worker processes" line is the harness's readiness signal
+error_log stderr notice;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+    keepalive_requests 1000000;
+    upstream infer_upstream {
+        server 127.0.0.1:${upstreamPort};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        # the same mapping as infergate's: the service path goes to the upstream's /
+        location = ${PROXIED_PATH} {
+            proxy_pass http://infer_upstream/;
+        }
+        location / {
+            proxy_pass http://infer_upstream;
+        }
+    }
+}
+`;
+}
+
+async function startNginxProxy(): Promise<ServerHandle> {
+  const bin = findNginx();
+  if (!bin) throw new Error('nginx is missing'); // unavailable() said so before the run
+  const up = await sharedUpstream();
+  const port = await freePort();
+  const dir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-nginx-'));
+  // As root nginx's worker runs as nobody and must reach its temp dirs under this one.
+  chmodSync(dir, 0o755);
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(conf, nginxConf(dir, port, up.port));
+  // -e stderr: the log nginx opens before it reads the config (/var/log/nginx as built).
+  const proxy = await startServer(bin, ['-p', `${dir}/`, '-e', 'stderr', '-c', conf], /start worker process/, port, {
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  });
+  return behind(proxy, up);
+}
+
+/** The package infergate_proxy deploys: an Image model served by the static launcher. */
+export function proxiedPackage(upstreamPort: number): Record<string, unknown> {
+  return {
+    model_type: 'Image',
+    image: { endpoints: [`http://127.0.0.1:${upstreamPort}`] },
+    health: { check_method: 'HTTP', url: '/health', period_seconds: 5, timeout_seconds: 2, failure_threshold: 3 },
+  };
+}
+
+async function startInfergateProxy(): Promise<ServerHandle> {
+  const up = await sharedUpstream();
+  // A models dir of its own: every package there becomes a service of its folder's name, auth none.
+  const modelsDir = mkdtempSync(join(os.tmpdir(), 'infergate-bench-models-'));
+  mkdirSync(join(modelsDir, 'proxied'));
+  writeFileSync(join(modelsDir, 'proxied', 'config.json'), JSON.stringify(proxiedPackage(up.port), null, 2));
+  const proxy = await startInfergate(null, {
+    modelsDir,
+    cleanup: () => rmSync(modelsDir, { recursive: true, force: true }),
+  });
+  return behind(proxy, up);
+}
+
+const NGINX_PROXY: Scenario = {
+  name: 'nginx_proxy',
+  description: 'nginx, one worker, keep-alive upstream pool (keepalive 64), proxying to the shared bare-uWS upstream (the proxy baseline)',
+  start: startNginxProxy,
+  path: PROXIED_PATH,
+  body: CCFRAUD_BATCH1,
+  contentType: PANDAS_RECORDS,
+  check: (s) => checkProxied(s, PROXIED_PATH),
+  unavailable: () => (findNginx() ? undefined : 'nginx not found; apt-get install -y nginx, or run with BENCH_INSTALL=1 as root'),
+};
+
+const INFERGATE_PROXY: Scenario = {
+  name: 'infergate_proxy',
+  description: 'infergate serve, an Image model (static launcher, image.endpoints) proxied to the same upstream, auth none, inference log on',
+  start: startInfergateProxy,
+  path: PROXIED_PATH,
+  body: CCFRAUD_BATCH1,
+  contentType: PANDAS_RECORDS,
+  check: (s) => checkProxied(s, PROXIED_PATH),
 };
 
 export const SCENARIOS: Scenario[] = [
@@ -326,6 +543,9 @@ export const SCENARIOS: Scenario[] = [
     check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
   },
   SECURED,
+  // The proxy pair last and adjacent: the shared upstream runs from the first to the end.
+  NGINX_PROXY,
+  INFERGATE_PROXY,
 ];
 
 export const RATIOS: Ratio[] = [
@@ -333,6 +553,7 @@ export const RATIOS: Ratio[] = [
   { numerator: 'infergate', denominator: 'fastify_ort', target: 4, source: 'SPEC §14, ONNX path' },
   { numerator: 'infergate_secured', denominator: 'infergate', target: 0.9, source: 'issue 4: auth + rules + limit on cost ≤ 10 %' },
   { numerator: 'infergate', denominator: 'infergate_unlogged', target: 0.95, source: 'SPEC §10: logging costs a few percent at most' },
+  { numerator: 'infergate_proxy', denominator: 'nginx_proxy', target: 0.8, source: 'SPEC §14, proxy path' },
 ];
 
 // ---------------------------------------------------------------- run
@@ -435,9 +656,28 @@ function overrides(): string[] {
     .map((k) => `${k}=${process.env[k]}`);
 }
 
+/** A scenario that could not run here, and why (a missing tool). */
+interface NotRun {
+  name: string;
+  why: string;
+}
+
+/** Header lines naming the programs the measured scenarios ran, beyond node and the load tool. */
+function programs(rows: Measured[]): string[] {
+  const nginx = rows.some((m) => m.scenario === NGINX_PROXY) ? findNginx() : undefined;
+  const proxies = rows.some((m) => m.scenario === NGINX_PROXY || m.scenario === INFERGATE_PROXY);
+  return [
+    ...(nginx ? [`- nginx: ${nginxVersion(nginx)} (${nginx})`] : []),
+    ...(proxies
+      ? ['- Proxy scenarios: one upstream process (`bench/servers/upstream-uws.ts`) shared by both, running beside the proxy under test']
+      : []),
+  ];
+}
+
 function resultsMarkdown(
   rows: Measured[],
   skipped: string[],
+  notRun: NotRun[],
   opts: { seconds: number; warmup: number; connections: number; tool: string; toolNote: string; started: Date },
 ): string {
   const cpus = os.cpus();
@@ -452,10 +692,14 @@ function resultsMarkdown(
     `- Load: ${opts.connections} connections, ${opts.tool.startsWith('wrk') ? '1 wrk thread' : 'autocannon in the bench process (latency in whole ms)'}, ${opts.warmup} s warm-up then ${opts.seconds} s measured per scenario; ` +
       'batch-1 pandas-records body (`[{"tensor":[29 floats]}]`, `application/json; format=pandas-records`); ' +
       'servers run one at a time on 127.0.0.1, the load generator on the same machine',
+    ...programs(rows),
     ...(overrides().length ? [`- Overrides: ${overrides().join(', ')}`] : []),
     '',
     ...(skipped.length
       ? [`**Partial run: skipped scenarios: ${skipped.join(', ')}.** Ratios that need them are n/a.`, '']
+      : []),
+    ...(notRun.length
+      ? [`**Not measured on this machine: ${notRun.map((n) => `${n.name}: ${n.why}`).join('; ')}.** Ratios that need them are n/a.`, '']
       : []),
     '## Raw',
     '',
@@ -495,29 +739,42 @@ async function main(): Promise<void> {
   if (unknown.length) {
     throw new Error(`BENCH_ONLY names unknown scenarios: ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
   }
-  const chosen = only.length ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
-  const skipped = SCENARIOS.filter((s) => !chosen.includes(s)).map((s) => s.name);
+  const wanted = only.length ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
+  const skipped = SCENARIOS.filter((s) => !wanted.includes(s)).map((s) => s.name);
 
   const tool = detectTool();
   console.log(`bench: load tool ${tool.version} — ${tool.note}`);
+  // Missing tools are looked up (and installed, with BENCH_INSTALL=1) before anything is measured.
+  const notRun: NotRun[] = [];
+  const chosen = wanted.filter((s) => {
+    const why = s.unavailable?.();
+    if (why) notRun.push({ name: s.name, why });
+    return !why;
+  });
+  for (const n of notRun) console.log(`bench: SKIPPING ${n.name}: ${n.why}`);
   console.log(`bench: scenarios ${chosen.map((s) => s.name).join(', ')}${skipped.length ? ` (skipped: ${skipped.join(', ')})` : ''}`);
 
   const rows: Measured[] = [];
-  for (const s of chosen) {
-    try {
-      rows.push({ scenario: s, result: await measure(s, seconds, warmup, connections) });
-    } catch (err) {
-      console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
-      if (rows.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(rows)].join('\n'));
-      process.exitCode = 1;
-      return;
+  try {
+    for (const s of chosen) {
+      try {
+        rows.push({ scenario: s, result: await measure(s, seconds, warmup, connections) });
+      } catch (err) {
+        console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
+        if (rows.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(rows)].join('\n'));
+        process.exitCode = 1;
+        return;
+      }
     }
+  } finally {
+    await stopSharedUpstream();
   }
 
   console.log(['', ...table(rows), ''].join('\n'));
   for (const l of ratios(rows)) console.log(ratioText(l));
 
-  const partial = skipped.length > 0;
+  // A run missing a scenario, by choice or for want of a tool, never overwrites the full results.
+  const partial = skipped.length > 0 || notRun.length > 0;
   const outFile = process.env.BENCH_RESULTS
     ? resolve(process.env.BENCH_RESULTS)
     : partial
@@ -526,12 +783,17 @@ async function main(): Promise<void> {
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(
     outFile,
-    resultsMarkdown(rows, skipped, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
+    resultsMarkdown(rows, skipped, notRun, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
   );
   console.log(`\nbench: wrote ${relative(process.cwd(), outFile) || outFile}${partial ? ' (partial run)' : ''}`);
+  for (const n of notRun) console.log(`bench: NOT MEASURED: ${n.name}: ${n.why}`);
 }
 
-main().catch((err: unknown) => {
-  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
-});
+// Run only as the program, so a script can import nginxConf or proxiedPackage to reproduce a
+// scenario by hand.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  });
+}
