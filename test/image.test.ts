@@ -126,6 +126,30 @@ describe('image models (SPEC §8.2)', () => {
     assert.match(JSON.parse(anonymous.body.toString()).error_msg, /token/i);
   });
 
+  test('each answer keeps its own status, headers and framing when one instance\'s answers alternate', async () => {
+    await deploy(gw, 'knobs-heads', knobsPackage());
+    const body = Buffer.from('{"x":1}');
+    // Twice over, in the same second: repeated heads are parsed once and must still not leak into other answers.
+    for (let round = 0; round < 2; round++) {
+      const teapot = await raw(`${gw.url}/v1/infers/knobs-heads/status?code=418`);
+      assert.equal(teapot.status, 418);
+      assert.equal(teapot.headers['x-upstream'], undefined);
+      const echo = await raw(`${gw.url}/v1/infers/knobs-heads/echo`, { headers: { 'content-type': 'text/plain' }, body });
+      assert.equal(echo.status, 200);
+      assert.equal(echo.headers['x-upstream'], 'knobs');
+      assert.equal(echo.headers['content-type'], 'text/plain');
+      assert.equal(echo.body.toString(), '{"x":1}');
+      const chunked = await raw(`${gw.url}/v1/infers/knobs-heads/echo-chunked`, { body });
+      assert.equal(chunked.status, 200);
+      assert.equal(chunked.headers['content-type'], 'application/octet-stream');
+      assert.equal(chunked.headers['x-upstream'], undefined);
+      assert.equal(chunked.body.toString(), '{"x":1}');
+      const created = await raw(`${gw.url}/v1/infers/knobs-heads/status?code=201`);
+      assert.equal(created.status, 201);
+      assert.deepEqual(JSON.parse(created.body.toString()), { error: 'as asked' });
+    }
+  });
+
   test('bodies up to the limit pass unchanged both ways, with and without a length; over it is 413', async () => {
     await deploy(gw, 'knobs-big', knobsPackage());
     const big = randomBytes(MAX_BODY);

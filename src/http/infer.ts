@@ -17,13 +17,11 @@ import type { HookContext } from '../runtime/onnx/worker.js';
 import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 import { DISCARD_BYTES, ProxyCall, upstreamRequest, type ProxyHost } from './proxy.js';
+import { LiveList, type LiveCall } from './live.js';
 
-/** A call the front tracks until it is answered: ONNX inference or a proxied request. */
-interface LiveCall {
-  readonly startedAt: number;
+/** A call the front tracks until it is answered, holding the version that serves it once routed. */
+interface FrontCall extends LiveCall {
   readonly version: ServiceVersion | null;
-  /** The request deadline passed: answer 504 (or close, when part of the answer is out). */
-  expire(ms: number): void;
 }
 
 export interface InferLimits {
@@ -39,7 +37,9 @@ const NO_REQUEST: InferRequest = { inputs: [], rows: 0 };
  * One inference call through its whole life: read → decode → queue → encode → reply. The object
  * is also the batcher's Job, so a request costs one allocation of bookkeeping.
  */
-class InferCall implements Job {
+class InferCall implements Job, FrontCall {
+  prevLive: LiveCall | null = null;
+  nextLive: LiveCall | null = null;
   request: InferRequest = NO_REQUEST;
   cancelled = false;
   enqueuedAt = 0;
@@ -248,7 +248,7 @@ const tooLarge = (limit: number): GatewayError =>
 /** The data plane's inference entry: resolves the service, admits the call and tracks deadlines. */
 export class InferenceFront implements ProxyHost {
   /** Calls in arrival order; with one timeout for all, the oldest expire first. */
-  private readonly live = new Set<LiveCall>();
+  private readonly live = new LiveList();
   private readonly sweeper: NodeJS.Timeout;
   private readonly domainQuota: MinuteQuota | null;
   private readonly userQuota: MinuteQuota | null;
@@ -324,12 +324,11 @@ export class InferenceFront implements ProxyHost {
       ruleHeaders = {};
       for (const h of service.rules.headers) ruleHeaders[h] = req.getHeader(h);
     }
-    const declared = Number(req.getHeader('content-length') || 0);
-    if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
-      return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
-    }
     if (service.kind === 'image') {
       const upstream = upstreamRequest(req, forwardsPath ? apiPathOf(req.getUrl()) : '/', service.auth === 'token');
+      if (upstream.contentLength > this.limits.max_body_bytes + DISCARD_BYTES) {
+        return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
+      }
       const call = new ProxyCall(this, res, requestId, startedAt, service, pinned, ruleHeaders, upstream);
       call.principal = principal;
       call.pendingAuth = pendingAuth;
@@ -337,6 +336,10 @@ export class InferenceFront implements ProxyHost {
       res.onAborted(() => call.abort());
       res.onData((chunk, isLast) => call.onData(chunk, isLast));
       return;
+    }
+    const declared = Number(req.getHeader('content-length') || 0);
+    if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
+      return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
     }
     const ihcl = req.getHeader('inference-header-content-length');
     const ihLength = ihcl ? Number(ihcl) : -1;
@@ -421,8 +424,8 @@ export class InferenceFront implements ProxyHost {
     this.metrics.unrouted(err.status);
   }
 
-  settle(call: LiveCall): void {
-    this.live.delete(call);
+  settle(call: FrontCall): void {
+    if (!this.live.remove(call)) return;
     if (call.version) versionReleased(call.version);
     if (this.live.size === 0 && this.idleWaiters.length) {
       const waiters = this.idleWaiters;
@@ -439,10 +442,7 @@ export class InferenceFront implements ProxyHost {
 
   private expire(): void {
     const deadline = performance.now() - this.limits.request_timeout_ms;
-    for (const call of this.live) {
-      if (call.startedAt > deadline) break;
-      call.expire(this.limits.request_timeout_ms);
-    }
+    for (const call of this.live.startedBy(deadline)) call.expire(this.limits.request_timeout_ms);
   }
 
   close(): void {

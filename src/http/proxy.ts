@@ -5,8 +5,9 @@ import { versionAcquired, type Service, type ServiceVersion } from '../control/s
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
-import { HOP_BY_HOP, type Exchange, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
+import { HOP_BY_HOP, type Exchange, type ResponseHead, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
 import { errorReply, statusLine, writeReply } from './respond.js';
+import type { LiveCall } from './live.js';
 
 /** What the proxy needs from the inference front (the same admission, routing and bookkeeping as ONNX calls). */
 export interface ProxyHost {
@@ -19,9 +20,8 @@ export interface ProxyHost {
 
 /** The request line and headers for the upstream, captured while uWebSockets.js' request is alive. */
 export interface UpstreamRequest {
-  method: string;
-  /** Path and query on the instance. */
-  target: string;
+  /** `METHOD /path?query HTTP/1.1\r\n`: the path and query on the instance. */
+  requestLine: string;
   /** Forwarded headers, each `name: value\r\n`. */
   headers: string;
   /** The client's Content-Length, or -1: the body is sent chunked. */
@@ -34,26 +34,32 @@ const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'host', 'content-length', 'expect'
 const CREDENTIALS = new Set(['x-auth-token', 'authorization']);
 
 /**
- * Captures the upstream request from the client's: `apiPath` is the path after
- * `/v1/infers/{service}` (ModelArts forwards it to the container), '/' for the other routes.
+ * Captures the upstream request from the client's in one pass over its headers: `apiPath` is the
+ * path after `/v1/infers/{service}` (ModelArts forwards it to the container), '/' for the other routes.
  */
 export function upstreamRequest(req: HttpRequest, apiPath: string, dropCredentials: boolean): UpstreamRequest {
   let headers = '';
   let contentLength = 0;
   let chunked = false;
-  // Headers the client named in Connection are for the hop to the gateway only (RFC 9110 §7.6.1).
-  const connection = req.getHeader('connection');
-  const named = connection && connection.includes(',') || (connection && connection !== 'keep-alive' && connection !== 'close')
-    ? connection.toLowerCase().split(',').map((t) => t.trim())
-    : null;
+  let connection = '';
   req.forEach((name, value) => {
     if (name === 'content-length') contentLength = Number(value);
     else if (name === 'transfer-encoding') chunked = true;
-    if (NOT_FORWARDED.has(name) || (dropCredentials && CREDENTIALS.has(name)) || named?.includes(name)) return;
+    else if (name === 'connection') connection = value;
+    if (NOT_FORWARDED.has(name) || (dropCredentials && CREDENTIALS.has(name))) return;
     headers += `${name}: ${value}\r\n`;
   });
+  // Headers the client named in Connection are for the hop to the gateway only (RFC 9110 §7.6.1).
+  if (connection && connection !== 'keep-alive' && connection !== 'close') {
+    const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
+    headers = headers.split('\r\n').filter((line) => line && !named.has(line.slice(0, line.indexOf(':')))).map((line) => `${line}\r\n`).join('');
+  }
   const query = req.getQuery();
-  return { method: req.getMethod().toUpperCase(), target: query ? `${apiPath}?${query}` : apiPath, headers, contentLength: chunked ? -1 : contentLength };
+  return {
+    requestLine: `${req.getCaseSensitiveMethod()} ${query ? `${apiPath}?${query}` : apiPath} HTTP/1.1\r\n`,
+    headers,
+    contentLength: chunked ? -1 : contentLength,
+  };
 }
 
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
@@ -64,7 +70,9 @@ const CRLF = Buffer.from('\r\n');
  * picks and the answer streamed back, with backpressure both ways. What was sent is kept until
  * the answer starts, so a request that could not be delivered is sent once more elsewhere.
  */
-export class ProxyCall implements Exchange {
+export class ProxyCall implements Exchange, LiveCall {
+  prevLive: LiveCall | null = null;
+  nextLive: LiveCall | null = null;
   cancelled = false;
   version: ServiceVersion | null = null;
   principal: Principal | null = null;
@@ -82,8 +90,7 @@ export class ProxyCall implements Exchange {
   private clientPaused = false;
   // The response, written once its first piece of body is known.
   private status = 0;
-  private reason = '';
-  private headers: string[] = [];
+  private head: ResponseHead | null = null;
   private length = -1;
   private headWritten = false;
   private pending: Buffer | null = null;
@@ -105,15 +112,20 @@ export class ProxyCall implements Exchange {
     if (this.cancelled) return;
     this.received += chunk.byteLength;
     if (this.discarding || this.received > this.host.maxBodyBytes) return this.overLimit(isLast);
+    if (isLast) this.bodyEnded = true;
+    if (!this.dispatched && isLast && this.request.contentLength >= 0 && !this.pendingAuth) {
+      // The common case, a whole body in one chunk: head and body go out as one buffer, one write.
+      this.dispatched = true;
+      this.start(chunk);
+      return;
+    }
     const piece = Buffer.from(new Uint8Array(chunk));
     const framed = this.request.contentLength >= 0 ? [piece] : piece.length ? [Buffer.from(`${piece.length.toString(16)}\r\n`), piece, CRLF] : [];
-    if (isLast) {
-      this.bodyEnded = true;
-      if (this.request.contentLength < 0) framed.push(LAST_CHUNK);
-    }
-    this.sent?.push(...framed);
-    if (this.conn && framed.length) {
-      if (!this.conn.writeMany(framed) && !isLast) this.pauseClient();
+    if (isLast && this.request.contentLength < 0) framed.push(LAST_CHUNK);
+    const bytes = framed.length === 1 ? framed[0]! : Buffer.concat(framed);
+    this.sent?.push(bytes);
+    if (this.conn && bytes.length) {
+      if (!this.conn.write(bytes) && !isLast) this.pauseClient();
     }
     if (!this.dispatched) this.begin();
   }
@@ -132,14 +144,17 @@ export class ProxyCall implements Exchange {
     this.start();
   }
 
-  private start(): void {
+  private start(whole: ArrayBuffer | null = null): void {
     const v = (this.version = this.pinned ?? this.host.route(this.service, this));
     versionAcquired(v);
-    this.send(null, false);
+    this.send(null, false, whole);
   }
 
-  /** Sends the request (again, after a failure) to an instance other than `avoid` where there is one. */
-  private send(avoid: Upstream | null, sameIfAlone: boolean): void {
+  /**
+   * Sends the request (again, after a failure) to an instance other than `avoid` where there is
+   * one. `whole`: the entire body, still in uWebSockets.js' buffer, copied straight behind the head.
+   */
+  private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null): void {
     const runner = this.version!.runner as ImageRunner;
     const u = runner.balancer.pick(avoid) ?? (sameIfAlone ? avoid : null);
     if (!u) {
@@ -153,8 +168,22 @@ export class ProxyCall implements Exchange {
     const r = this.request;
     const setting = this.setting ? `${this.setting[0]}: ${this.setting[1]}\r\n` : '';
     const framing = r.contentLength >= 0 ? `content-length: ${r.contentLength}\r\n` : 'transfer-encoding: chunked\r\n';
-    const head = `${r.method} ${r.target} HTTP/1.1\r\nhost: ${u.pool.hostHeader}\r\n${r.headers}x-request-id: ${this.requestId}\r\n${setting}${framing}\r\n`;
-    const ok = this.sent!.length ? conn.writeMany([head, ...this.sent!]) : conn.write(head);
+    const head = `${r.requestLine}host: ${u.pool.hostHeader}\r\n${r.headers}x-request-id: ${this.requestId}\r\n${setting}${framing}\r\n`;
+    const sent = this.sent!;
+    const bodyLength = whole ? whole.byteLength : sent.length === 1 ? sent[0]!.length : 0;
+    const headLength = Buffer.byteLength(head);
+    const out = Buffer.allocUnsafe(headLength + bodyLength);
+    out.write(head, 0, headLength);
+    if (whole) {
+      out.set(new Uint8Array(whole), headLength);
+      // Kept (as a view) for a retry until the answer starts.
+      sent.push(out.subarray(headLength));
+    } else if (sent.length === 1) {
+      out.set(sent[0]!, headLength);
+    }
+    let ok = conn.write(out);
+    // A body that came in pieces before the instance was picked follows the head.
+    if (!whole && sent.length > 1) for (const piece of sent) ok = conn.write(piece);
     if (!ok && !this.bodyEnded) this.pauseClient();
   }
 
@@ -164,16 +193,15 @@ export class ProxyCall implements Exchange {
     return this.bodyEnded;
   }
 
-  onHead(status: number, reason: string, headers: string[], contentLength: number): void {
+  onHead(head: ResponseHead): void {
     if (this.cancelled) return;
     this.sent = null;
     const runner = this.version!.runner as ImageRunner;
-    if (status === 502 || status === 503 || status === 504) runner.balancer.failed(this.upstream!);
+    if (head.status === 502 || head.status === 503 || head.status === 504) runner.balancer.failed(this.upstream!);
     else runner.balancer.succeeded(this.upstream!);
-    this.status = status;
-    this.reason = reason;
-    this.headers = headers;
-    this.length = contentLength;
+    this.status = head.status;
+    this.head = head;
+    this.length = head.length;
   }
 
   onBody(chunk: Buffer, last: boolean): void {
@@ -289,14 +317,17 @@ export class ProxyCall implements Exchange {
     this.res.pause();
   }
 
+  /**
+   * Status line and headers in one native call: uWebSockets.js writes `HTTP/1.1 <status>\r\n`
+   * verbatim, so the header lines ride along. None can carry a stray CR or LF: the upstream's were
+   * cut out of CRLF-delimited lines, the request id passed uWebSockets.js' own header parser.
+   */
   private writeHead(): void {
-    const res = this.res;
+    const h = this.head!;
     this.headWritten = true;
-    res.writeStatus(this.reason ? `${this.status} ${this.reason}` : statusLine(this.status));
-    const h = this.headers;
-    for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
-    res.writeHeader('X-Request-Id', this.requestId);
-    res.writeHeader('X-Model-Version', this.version!.servedBy.label);
+    // Made once per distinct upstream head (heads are shared through the pool's cache).
+    h.clientHead ??= `${h.reason ? `${h.status} ${h.reason}` : statusLine(h.status)}\r\n${h.block}X-Model-Version: `;
+    this.res.writeStatus(`${h.clientHead}${this.version!.servedBy.label}\r\nX-Request-Id: ${this.requestId}`);
   }
 
   /** A body of known length keeps its Content-Length; a piece the socket cannot take waits for onWritable. */
@@ -306,7 +337,8 @@ export class ProxyCall implements Exchange {
     const [ok, done] = res.tryEnd(chunk, this.length);
     if (done) return this.complete(this.status);
     if (ok) return;
-    this.pending = chunk;
+    // The chunk lives in the upstream connection's read buffer: keep a copy.
+    this.pending = Buffer.from(chunk);
     this.pendingOffset = offset;
     this.conn?.pause();
     res.onWritable((at) => {

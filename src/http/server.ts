@@ -35,7 +35,7 @@ export interface HttpServerOptions {
 
 /** Inference routes: [pattern, route parameter holding the service, parameter holding the version, forwards its api path to images]. */
 const INFER_ROUTES: [string, number, number, boolean?][] = [
-  ['/v1/infers/:service', 0, -1, true],
+  ['/v1/infers/:service', 0, -1],
   ['/v1/infers/:service/*', 0, -1, true],
   ['/v2/models/:service/infer', 0, -1],
   ['/v2/models/:service/versions/:version/infer', 0, 1],

@@ -20,9 +20,9 @@ export type UpstreamFailure =
 
 /** The side of a request that receives its response (the proxy call). */
 export interface Exchange {
-  /** `headers` alternate names (lower case) and values, hop-by-hop and framing headers removed; `contentLength` is -1 when unknown. */
-  onHead(status: number, reason: string, headers: string[], contentLength: number): void;
-  /** A piece of the body; the last call has `last` set (its chunk may be empty). */
+  /** The response head; shared with other exchanges of the pool (read-only). */
+  onHead(head: ResponseHead): void;
+  /** A piece of the body, valid only during the call (copy what is kept); the last call has `last` set (its chunk may be empty). */
   onBody(chunk: Buffer, last: boolean): void;
   onFailure(kind: UpstreamFailure, message: string, reused: boolean): void;
   /** The whole request went out: a connection is reused only after both messages are complete. */
@@ -37,11 +37,81 @@ export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection
 const SET_BY_GATEWAY = new Set(['content-length', 'date', 'x-request-id', 'x-model-version']);
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
+/**
+ * Every upstream socket reads into this one buffer (net's `onread`): no Buffer per read and no
+ * Readable stream between the socket and the parser. What the parser hands on is valid only until
+ * it returns, so anything kept past a callback is copied.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const MAX_HEAD_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
 
 const enum State { Idle, Head, Length, Chunked, UntilClose }
 const enum Chunk { Size, Data, DataEnd, Trailer }
+
+/** A parsed response head: what the exchange forwards, and how the body is framed. */
+export interface ResponseHead {
+  status: number;
+  reason: string;
+  /** Names (lower case) and values, alternating; hop-by-hop, framing and gateway-set headers removed. */
+  headers: string[];
+  /** The same headers as `name: value\r\n` lines, written to the client in one call. */
+  block: string;
+  /** Content-Length, or -1 when unknown (chunked, or until the connection closes). */
+  length: number;
+  chunked: boolean;
+  keepAlive: boolean;
+  /** 204, 304 and 1xx carry no body whatever their headers say. */
+  bodiless: boolean;
+  /** Memo of the proxy: the client's status line and headers, made from these once. */
+  clientHead?: string;
+}
+
+/** Parses a response head (without its final CRLFCRLF); throws on anything that is not HTTP/1.x. */
+export function parseHead(text: string): ResponseHead {
+  const lines = text.split('\r\n');
+  const statusLine = lines[0]!;
+  if (!statusLine.startsWith('HTTP/1.')) throw new Error(`status line '${statusLine.slice(0, 40)}'`);
+  const status = Number(statusLine.slice(9, 12));
+  if (!(status >= 100 && status <= 999)) throw new Error(`status line '${statusLine.slice(0, 40)}'`);
+  const reason = statusLine.slice(13);
+  let keepAlive = statusLine.charCodeAt(7) === 49; // HTTP/1.1 keeps the connection by default, 1.0 does not
+  let length = -1;
+  let chunked = false;
+  let dropped: string[] | null = null;
+  let headers: string[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw new Error(`header line '${line.slice(0, 40)}'`);
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    if (name === 'content-length') {
+      length = Number(value);
+      if (!Number.isSafeInteger(length) || length < 0) throw new Error(`content-length '${value}'`);
+    } else if (name === 'transfer-encoding') {
+      chunked = value.toLowerCase().endsWith('chunked');
+    } else if (name === 'connection') {
+      const tokens = value.toLowerCase().split(',').map((t) => t.trim());
+      if (tokens.includes('close')) keepAlive = false;
+      else if (tokens.includes('keep-alive')) keepAlive = true;
+      dropped = tokens;
+    }
+    if (HOP_BY_HOP.has(name) || SET_BY_GATEWAY.has(name)) continue;
+    headers.push(name, value);
+  }
+  if (dropped) {
+    // Headers the upstream named in Connection are for this hop only.
+    const hop = dropped;
+    headers = headers.filter((_, i) => !hop.includes(headers[i - (i % 2)]!));
+  }
+  const bodiless = status === 204 || status === 304 || (status >= 100 && status < 200);
+  if (bodiless) length = 0;
+  else if (chunked) length = -1;
+  let block = '';
+  for (let i = 0; i < headers.length; i += 2) block += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return { status, reason, headers, block, length, chunked, keepAlive, bodiless };
+}
 
 export class UpstreamConnection {
   readonly socket: net.Socket;
@@ -60,9 +130,16 @@ export class UpstreamConnection {
   private responded = false;
 
   constructor(private readonly pool: UpstreamPool) {
-    const socket = (this.socket = net.connect({ host: pool.host, port: pool.port, noDelay: true }));
+    const socket = (this.socket = net.connect({
+      host: pool.host,
+      port: pool.port,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => {
+          this.onData((buf as Buffer).subarray(0, n));
+          return true;
+        } },
+    }));
     socket.on('connect', () => (this.connected = true));
-    socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('drain', () => this.exchange?.onDrain());
     socket.on('error', (err: NodeJS.ErrnoException) => this.onClose(err.code ?? err.message));
     socket.on('close', () => this.onClose(null));
@@ -77,16 +154,8 @@ export class UpstreamConnection {
   }
 
   /** Writes part of the request; false: the socket's buffer is full, wait for onDrain. */
-  write(data: Buffer | string): boolean {
+  write(data: Buffer): boolean {
     return this.socket.write(data);
-  }
-
-  writeMany(parts: (Buffer | string)[]): boolean {
-    this.socket.cork();
-    let ok = true;
-    for (const p of parts) ok = this.socket.write(p);
-    this.socket.uncork();
-    return ok;
   }
 
   pause(): void {
@@ -129,7 +198,8 @@ export class UpstreamConnection {
           const end = buf.indexOf(CRLFCRLF);
           if (end < 0) {
             if (buf.length > MAX_HEAD_BYTES) throw new Error(`response head over ${MAX_HEAD_BYTES} bytes`);
-            this.partial = buf;
+            // Kept past this read: out of the shared read buffer.
+            this.partial = buf === d ? Buffer.from(d) : buf;
             return;
           }
           this.partial = null;
@@ -157,57 +227,27 @@ export class UpstreamConnection {
   }
 
   private head(text: string, ex: Exchange): void {
-    const lines = text.split('\r\n');
-    const statusLine = lines[0]!;
-    if (!statusLine.startsWith('HTTP/1.')) throw new Error(`status line '${statusLine.slice(0, 40)}'`);
-    const status = Number(statusLine.slice(9, 12));
-    if (!(status >= 100 && status <= 999)) throw new Error(`status line '${statusLine.slice(0, 40)}'`);
-    // 100 Continue and other interim answers precede the real one.
-    if (status < 200 && status !== 101) return;
-    const reason = statusLine.slice(13);
-    this.keepAlive = statusLine.charCodeAt(7) === 49; // HTTP/1.1 keeps the connection by default, 1.0 does not
-    let length = -1;
-    let chunked = false;
-    let dropped: string[] | null = null;
-    const headers: string[] = [];
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(':');
-      if (colon <= 0) throw new Error(`header line '${line.slice(0, 40)}'`);
-      const name = line.slice(0, colon).trim().toLowerCase();
-      const value = line.slice(colon + 1).trim();
-      if (name === 'content-length') {
-        length = Number(value);
-        if (!Number.isSafeInteger(length) || length < 0) throw new Error(`content-length '${value}'`);
-      } else if (name === 'transfer-encoding') {
-        chunked = value.toLowerCase().endsWith('chunked');
-      } else if (name === 'connection') {
-        const tokens = value.toLowerCase().split(',').map((t) => t.trim());
-        if (tokens.includes('close')) this.keepAlive = false;
-        else if (tokens.includes('keep-alive')) this.keepAlive = true;
-        dropped = tokens;
-      }
-      if (HOP_BY_HOP.has(name) || SET_BY_GATEWAY.has(name)) continue;
-      headers.push(name, value);
+    // A model server answers with the same head again and again (until its Date ticks): reuse the parse.
+    const pool = this.pool;
+    let head = pool.lastHeadText === text ? pool.lastHead : null;
+    if (!head) {
+      head = parseHead(text);
+      if (head.status < 200 && head.status !== 101) return; // 100 Continue and other interim answers precede the real one
+      pool.lastHeadText = text;
+      pool.lastHead = head;
     }
-    if (dropped) {
-      // Headers the upstream named in Connection are for this hop only.
-      for (let i = headers.length - 2; i >= 0; i -= 2) if (dropped.includes(headers[i]!)) headers.splice(i, 2);
-    }
-    const bodiless = status === 204 || status === 304 || (status >= 100 && status < 200);
-    if (bodiless) length = 0;
-    else if (chunked) length = -1;
-    ex.onHead(status, reason, headers, length);
+    this.keepAlive = head.keepAlive;
+    ex.onHead(head);
     if (this.exchange !== ex) return;
-    if (bodiless || length === 0) {
+    if (head.bodiless || head.length === 0) {
       this.finish(EMPTY);
-    } else if (chunked) {
+    } else if (head.chunked) {
       this.state = State.Chunked;
       this.chunkState = Chunk.Size;
       this.sizeLine = '';
-    } else if (length > 0) {
+    } else if (head.length > 0) {
       this.state = State.Length;
-      this.remaining = length;
+      this.remaining = head.length;
     } else {
       this.state = State.UntilClose;
       this.keepAlive = false;
@@ -312,6 +352,9 @@ export class UpstreamPool {
   private readonly sweeper: NodeJS.Timeout;
   /** The Host header requests carry. */
   readonly hostHeader: string;
+  /** The last response head parsed on this pool's connections, and its text. */
+  lastHeadText = '';
+  lastHead: ResponseHead | null = null;
 
   constructor(readonly host: string, readonly port: number) {
     this.hostHeader = `${host.includes(':') ? `[${host}]` : host}:${port}`;
