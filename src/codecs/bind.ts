@@ -3,7 +3,7 @@ import type { InferRequest } from '../runtime/types.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
 import { elementCount, staged, type Tensor } from '../runtime/onnx/tensor.js';
-import { putNested, putValue, shapeOf } from './values.js';
+import { isList, putNested, putValue, shapeOf } from './values.js';
 
 /**
  * Records → tensors (SPEC §5.3). Every record-like format (ModelArts req_data, pandas-records,
@@ -50,7 +50,7 @@ function bindInput(spec: IoSpec, col: number, nrows: number, cell: Cell, label: 
   for (let r = 0, off = 0; r < nrows; r++) {
     const v = cell(r, col);
     const where = `${label} ${r}, field '${spec.name}'`;
-    if (scalarRow && !Array.isArray(v)) putValue(data, off++, spec.type, v, where);
+    if (scalarRow && !isList(v)) putValue(data, off++, spec.type, v, where);
     else off = putNested(data, off, spec.type, v, rowDims, 0, where);
   }
   return { type: spec.type, dims: spec.batched ? [nrows, ...rowDims] : rowDims, data };
@@ -101,14 +101,14 @@ function bindFeatures(sig: ModelSignature, fields: readonly string[], nrows: num
 
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !isList(v);
 
 /** An array of objects (ModelArts req_data, pandas-records): every record must have the same fields. */
 export function bindRecords(sig: ModelSignature, records: unknown, label: string, what: string): InferRequest {
   if (!Array.isArray(records)) throw badRequest(`${what}: expected an array of ${label}s (objects), got ${records === null ? 'null' : typeof records}`, 'WrongShape');
   if (records.length === 0) throw badRequest(`${what} is empty: send at least one ${label}`, 'Empty');
   const first = records[0];
-  if (!isRecord(first)) throw badRequest(`${label} 0: expected an object of fields, got ${Array.isArray(first) ? 'an array' : JSON.stringify(first)}`, 'WrongShape');
+  if (!isRecord(first)) throw badRequest(`${label} 0: expected an object of fields, got ${isList(first) ? 'an array' : JSON.stringify(first)}`, 'WrongShape');
   const fields = Object.keys(first);
   if (fields.length === 0) throw badRequest(`${label} 0 has no fields; expected ${expectation(sig)}`, 'MissingInput');
   for (let r = 1; r < records.length; r++) {

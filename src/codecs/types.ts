@@ -16,12 +16,20 @@ export interface ServedBy {
   modelSplit: string;
 }
 
+/**
+ * How a body is written on the wire, apart from its shape: a msgpack body holds any JSON shape,
+ * and an answer may be asked for in another encoding than the request's (Accept).
+ */
+export type WireFormat = 'json' | 'msgpack' | 'arrow-file' | 'arrow-stream';
+
 /** A request decoded by one codec, with what that codec needs to encode the answer. */
 export interface Decoded {
   codec: Codec;
   request: InferRequest;
   /** Codec-private state: uuid, v2 id and requested outputs, the records to echo, … */
   state: unknown;
+  /** The encoding the answer goes out in: the request's, unless Accept named another. */
+  reply: WireFormat;
 }
 
 export interface Encoded {
@@ -30,9 +38,13 @@ export interface Encoded {
   headers?: Record<string, string>;
 }
 
+/** One request shape (SPEC §5.2): decoded by its own function, answered in JSON text or as a plain value. */
 export interface Codec {
   readonly name: string;
+  /** The answer as JSON text, written by hand (the hot path). */
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature, servedBy: ServedBy): Encoded;
+  /** The same answer as plain values (arrays, objects, numbers, strings), for msgpack. */
+  value(decoded: Decoded, result: InferResult, sig: ModelSignature, servedBy: ServedBy): unknown;
 }
 
 export function servedBy(modelName: string, modelVersion: string, modelSha: string, serviceVersion: string, split = false): ServedBy {

@@ -1,11 +1,12 @@
 import { badRequest } from '../errors.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
-import { bytesPerElement, elementCount, staged, typedView, type ElementType, type Tensor } from '../runtime/onnx/tensor.js';
+import { allocate, bytesPerElement, elementCount, staged, typedView, type ElementType, type Tensor, type TypedData } from '../runtime/onnx/tensor.js';
 import type { InferResult } from '../runtime/types.js';
 import { flatJson } from './jsonvalues.js';
-import type { Codec, Decoded, Encoded, ServedBy } from './types.js';
-import { putNested, putValue, shapeOf } from './values.js';
+import type { Codec, Decoded, Encoded, ServedBy, WireFormat } from './types.js';
+import { flatValue } from './plain.js';
+import { bytesAsElements, isList, putNested, putValue, shapeOf } from './values.js';
 
 /**
  * Open Inference Protocol (KServe / Triton v2), JSON and the binary tensor data extension, which
@@ -24,12 +25,12 @@ export const v2Datatype = (t: ElementType): string => FROM_ORT[t];
 interface RequestedOutput { index: number; binary: boolean }
 interface V2State { id: string | undefined; outputs: RequestedOutput[] }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !isList(v);
 
-export const openInference: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature, binary?: Uint8Array): Decoded } = {
+export const openInference: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature, reply: WireFormat, binary?: Uint8Array): Decoded } = {
   name: 'v2',
 
-  decode(body, sig, binary) {
+  decode(body, sig, reply, binary) {
     const { inputs } = body;
     if (!Array.isArray(inputs) || inputs.length === 0) throw badRequest(`'inputs' must be a non-empty array of {"name", "shape", "datatype", "data"}`, 'WrongShape');
     if (body['id'] !== undefined && typeof body['id'] !== 'string') throw badRequest(`'id' must be a string`, 'WrongShape');
@@ -85,7 +86,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     if (rows === 0) throw badRequest(`the batch is empty (dimension 0 is 0)`, 'Empty');
     if (rows < 0) rows = fixedRows > 0 ? fixedRows : 1;
     const state: V2State = { id: body['id'] as string | undefined, outputs: requestedOutputs(body, sig) };
-    return { codec: openInference, request: { inputs: tensors as Tensor[], rows }, state };
+    return { codec: openInference, request: { inputs: tensors as Tensor[], rows }, state, reply };
   },
 
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature, by: ServedBy): Encoded {
@@ -94,13 +95,9 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     let s = `{"model_name":${JSON.stringify(by.modelName)},"model_version":${JSON.stringify(by.modelVersion)}`;
     if (state.id !== undefined) s += `,"id":${JSON.stringify(state.id)}`;
     s += ',"outputs":[';
-    const rows = decoded.request.rows;
     state.outputs.forEach(({ index, binary }, k) => {
       const t = result.outputs[index]!;
-      const sliced = sig.outputs[index]!.batched && !result.whole;
-      const dims = sliced ? [rows, ...t.dims.slice(1)] : t.dims;
-      const count = elementCount(dims);
-      const from = sliced ? result.offset * (count / Math.max(rows, 1)) : 0;
+      const { dims, from, count } = ownPart(decoded, result, sig, index);
       s += `${k ? ',' : ''}{"name":${sig.outputKeysJson[index]},"datatype":"${FROM_ORT[t.type]}","shape":${JSON.stringify(dims)}`;
       if (binary) {
         const bytes = toBinary(t, from, count);
@@ -119,7 +116,27 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       headers: { 'Inference-Header-Content-Length': String(header.length) },
     };
   },
+
+  value(decoded: Decoded, result: InferResult, sig: ModelSignature, by: ServedBy): unknown {
+    const state = decoded.state as V2State;
+    const outputs = state.outputs.map(({ index }) => {
+      const t = result.outputs[index]!;
+      const { dims, from, count } = ownPart(decoded, result, sig, index);
+      return { name: sig.outputs[index]!.name, datatype: FROM_ORT[t.type], shape: dims, data: flatValue(t, from, count) };
+    });
+    return { model_name: by.modelName, model_version: by.modelVersion, ...(state.id !== undefined ? { id: state.id } : {}), outputs };
+  },
 };
+
+/** This request's part of output `index`: its own rows of a merged batch, or the whole tensor. */
+function ownPart(decoded: Decoded, result: InferResult, sig: ModelSignature, index: number): { dims: number[]; from: number; count: number } {
+  const t = result.outputs[index]!;
+  const rows = decoded.request.rows;
+  const sliced = sig.outputs[index]!.batched && !result.whole;
+  const dims = sliced ? [rows, ...t.dims.slice(1)] : t.dims;
+  const count = elementCount(dims);
+  return { dims, from: sliced ? result.offset * (count / Math.max(rows, 1)) : 0, count };
+}
 
 function checkShape(shape: unknown, spec: IoSpec, label: string): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -131,15 +148,20 @@ function checkShape(shape: unknown, spec: IoSpec, label: string): number[] {
 }
 
 function fromJson(type: ElementType, dims: number[], data: unknown, label: string): Tensor {
-  if (!Array.isArray(data)) throw badRequest(`${label}: 'data' must be an array (flat or nested to the shape)`, 'WrongShape');
   const n = elementCount(dims);
+  data = bytesAsElements(data, type, n) ?? data;
+  if (!isList(data)) throw badRequest(`${label}: 'data' must be an array (flat or nested to the shape)`, 'WrongShape');
+  if (data.length === n && sameElements(data, type)) {
+    // A typed array of the input's own element type (msgpack) is the tensor's storage, copied once.
+    return { type, dims, data: (data as unknown as TypedData).slice() };
+  }
   // Storage is sized only once the data is known to fill the shape: a shape is the client's word.
-  if (data.length === n && (n === 0 || !Array.isArray(data[0]))) {
+  if (data.length === n && (n === 0 || !isList(data[0]))) {
     const out = staged(n);
     for (let i = 0; i < n; i++) putValue(out, i, type, data[i], `${label} data[${i}]`);
     return { type, dims, data: out };
   }
-  if (dims.length > 1 && Array.isArray(data[0]) && data.length === dims[0]) {
+  if (dims.length > 1 && isList(data[0]) && data.length === dims[0]) {
     const got = shapeOf(data);
     if (got.length === dims.length && got.every((d, i) => d === dims[i])) {
       const out = staged(n);
@@ -147,8 +169,14 @@ function fromJson(type: ElementType, dims: number[], data: unknown, label: strin
       return { type, dims, data: out };
     }
   }
-  const nested = Array.isArray(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
+  const nested = isList(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
   throw badRequest(`${label}: 'data' has ${data.length} elements${nested} but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
+}
+
+/** A typed array holding exactly the storage type of `type` (float32 in a Float32Array, …). */
+function sameElements(data: ArrayLike<unknown>, type: ElementType): boolean {
+  if (type === 'string' || type === 'bool' || type === 'float16' || !ArrayBuffer.isView(data)) return false;
+  return data.constructor === allocate(type, 0).constructor;
 }
 
 function fromBinary(type: ElementType, dims: number[], bytes: Uint8Array, label: string): Tensor {

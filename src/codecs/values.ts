@@ -1,5 +1,5 @@
 import { badRequest } from '../errors.js';
-import type { ElementType, TensorValues } from '../runtime/onnx/tensor.js';
+import { bytesPerElement, typedView, type ElementType, type TensorValues } from '../runtime/onnx/tensor.js';
 
 /**
  * Writing JSON values into tensor storage, with the checks that give SPEC §5.3's messages.
@@ -18,9 +18,30 @@ export function expectedOf(type: ElementType): string {
   return type.startsWith('uint') ? 'a non-negative integer' : 'an integer';
 }
 
+/**
+ * A list of values: a JSON array, or a typed array (msgpack carries tensor data as typed arrays
+ * or raw bytes).
+ */
+export function isList(v: unknown): v is ArrayLike<unknown> {
+  return Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
+}
+
+/**
+ * Raw little-endian bytes standing for `want` elements of `type` (a msgpack bin, numpy's
+ * tobytes()), viewed as those elements; null when `v` is not bytes of exactly that size.
+ */
+export function bytesAsElements(v: unknown, type: ElementType, want: number): ArrayLike<unknown> | null {
+  if (!(v instanceof Uint8Array) || type === 'string' || v.length === want) return null;
+  const size = bytesPerElement(type);
+  if (v.byteLength !== want * size) return null;
+  // An unaligned view is not allowed: copy to an aligned buffer first.
+  const bytes = v.byteOffset % size === 0 ? v : v.slice();
+  return typedView(type, bytes.buffer, bytes.byteOffset, want) as unknown as ArrayLike<unknown>;
+}
+
 function describe(v: unknown): string {
   if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
+  if (isList(v)) return 'an array';
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
   if (typeof v === 'object') return 'an object';
   if (typeof v === 'number' && !Number.isFinite(v)) return `${v} (out of range)`;
@@ -111,7 +132,7 @@ export function fromHalf(h: number): number {
 export function shapeOf(v: unknown): number[] {
   const dims: number[] = [];
   let cur = v;
-  while (Array.isArray(cur)) {
+  while (isList(cur)) {
     dims.push(cur.length);
     cur = cur[0];
   }
@@ -128,7 +149,8 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
     return offset + 1;
   }
   const want = dims[depth]!;
-  if (!Array.isArray(v)) {
+  if (depth === dims.length - 1) v = bytesAsElements(v, type, want) ?? v;
+  if (!isList(v)) {
     throw badRequest(`${where}: expected an array of ${want} at depth ${depth + 1}, got ${describe(v)}`, 'WrongShape');
   }
   if (v.length !== want) {

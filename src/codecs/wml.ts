@@ -3,13 +3,15 @@ import type { ModelSignature } from '../runtime/onnx/signature.js';
 import type { InferResult } from '../runtime/types.js';
 import { bindColumns } from './bind.js';
 import { rowJson } from './jsonvalues.js';
-import type { Codec, Decoded, Encoded } from './types.js';
+import { rowValue } from './plain.js';
+import type { Codec, Decoded, Encoded, WireFormat } from './types.js';
+import { isList } from './values.js';
 
 /** Watson ML v4: {"input_data": [{"fields", "values"}]} → {"predictions": [{"fields", "values"}]}. */
-export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature): Decoded } = {
+export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: ModelSignature, reply: WireFormat): Decoded } = {
   name: 'wml',
 
-  decode(body, sig) {
+  decode(body, sig, reply) {
     const inputData = body['input_data'];
     if (!Array.isArray(inputData) || inputData.length === 0) {
       throw badRequest(`'input_data' must be a non-empty array of {"fields", "values"} objects`, 'WrongShape');
@@ -29,14 +31,14 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     if (values.length === 0) throw badRequest(`'input_data[0].values' is empty: send at least one row`, 'Empty');
     for (let r = 0; r < values.length; r++) {
       const row = values[r];
-      if (!Array.isArray(row)) throw badRequest(`'input_data[0].values' row ${r}: expected an array of ${fields.length} values, got ${row === null ? 'null' : typeof row}`, 'WrongShape');
+      if (!isList(row)) throw badRequest(`'input_data[0].values' row ${r}: expected an array of ${fields.length} values, got ${row === null ? 'null' : typeof row}`, 'WrongShape');
       if (row.length !== fields.length) {
         throw badRequest(`'input_data[0].values' row ${r}: expected ${fields.length} values (one per field), got ${row.length}`, 'WrongShape');
       }
     }
-    const rows = values as unknown[][];
+    const rows = values as ArrayLike<unknown>[];
     const request = bindColumns(sig, fields as string[], rows.length, (r, c) => rows[r]![c], 'row');
-    return { codec: watsonMl, request, state: null };
+    return { codec: watsonMl, request, state: null, reply };
   },
 
   encode(decoded: Decoded, result: InferResult, sig: ModelSignature): Encoded {
@@ -48,5 +50,12 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
       s += ']';
     }
     return { body: s + ']}]}', contentType: 'application/json' };
+  },
+
+  value(decoded: Decoded, result: InferResult, sig: ModelSignature): unknown {
+    const { outputs, offset } = result;
+    const values = new Array<unknown[]>(decoded.request.rows);
+    for (let r = 0; r < values.length; r++) values[r] = outputs.map((t, o) => rowValue(t, offset + r, sig.outputs[o]!.batched, true));
+    return { predictions: [{ fields: sig.outputs.map((o) => o.name), values }] };
   },
 };

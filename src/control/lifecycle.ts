@@ -410,6 +410,8 @@ export class ServiceManager {
       intraOpThreads: v.intra_op_threads,
       batching: batchingOf(v.batching, label, pkg.batching),
       features: pkg.features,
+      image: pkg.preprocess,
+      stream: pkg.stream,
       observer: { batch: (rows) => metrics.batch(rows) },
     });
     for (const note of runner.notes) this.log.warn({ service }, note);

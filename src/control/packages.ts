@@ -4,6 +4,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { BatchingConfig } from '../runtime/onnx/batcher.js';
 import { healthConfigOf, imageConfigOf, ImageConfigError, type HealthConfig, type ImageConfig } from '../runtime/image/config.js';
+import { imagePreprocessOf, ModelConfigError, streamStateOf, type ImagePreprocess, type StreamState } from '../runtime/onnx/model-config.js';
 
 /** A model package on disk (SPEC §4), with what the gateway derived from its config.json. */
 export interface ModelPackage {
@@ -20,6 +21,10 @@ export interface ModelPackage {
   batching: BatchingConfig;
   /** Image packages: how instances run and how their health is checked (SPEC §8.2). */
   image: { image: ImageConfig; health: HealthConfig } | null;
+  /** ONNX packages: declarative image preprocessing (`preprocess.image`). */
+  preprocess: ImagePreprocess | null;
+  /** ONNX packages: state kept per WebSocket connection (`stream.state`). */
+  stream: StreamState[] | null;
 }
 
 export interface PackageConfig {
@@ -72,6 +77,17 @@ export async function readPackage(dir: string, name = path.basename(dir), versio
       throw err;
     }
   }
+  let preprocess: ImagePreprocess | null = null;
+  let stream: StreamState[] | null = null;
+  if (modelType === 'ONNX') {
+    try {
+      preprocess = imagePreprocessOf(config['preprocess'], configPath);
+      stream = streamStateOf(config['stream'], configPath);
+    } catch (err) {
+      if (err instanceof ModelConfigError) throw new PackageError(err.message);
+      throw err;
+    }
+  }
   const hook = path.join(dir, 'customize_service.js');
   return {
     name,
@@ -85,6 +101,8 @@ export async function readPackage(dir: string, name = path.basename(dir), versio
     features: featureOrder(config, configPath),
     batching: batchingOf(config.batching, configPath),
     image,
+    preprocess,
+    stream,
   };
 }
 

@@ -1,7 +1,7 @@
 import { newRequestId } from './request-id.js';
 import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { decodeBody } from '../codecs/index.js';
+import { decodeBody, decodeRequest, encodeResult, type BodyMeta } from '../codecs/index.js';
 import type { Decoded } from '../codecs/types.js';
 import { pickVersion, versionAcquired, versionReleased, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
@@ -13,7 +13,7 @@ import type { Principal } from '../auth/tokens.js';
 import { MinuteQuota } from '../traffic/quota.js';
 import type { RuleInput } from '../traffic/rules.js';
 import { routeParam } from './params.js';
-import type { HookContext } from '../runtime/onnx/worker.js';
+import type { HookContext } from '../runtime/onnx/protocol.js';
 import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 import { DISCARD_BYTES, ProxyCall, upstreamRequest, type ProxyHost } from './proxy.js';
@@ -77,6 +77,7 @@ class InferCall implements Job, FrontCall {
     readonly ruleHeaders: Record<string, string> | null,
     readonly contentType: string,
     readonly inferenceHeaderLength: number,
+    readonly accept: string,
     /** From a high-speed listener (SPEC §5.6): not counted in statistics nor logged. */
     readonly direct = false,
   ) {}
@@ -125,17 +126,12 @@ class InferCall implements Job, FrontCall {
     this.version = version;
     versionAcquired(version);
     const s = this.service;
+    let decoded: Decoded | Promise<Decoded>;
     try {
-      const decoded = decodeBody(body, { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength }, version.runner.signature);
-      this.decoded = decoded;
-      this.request = decoded.request;
+      decoded = decodeRequest(body, this.bodyMeta(), version.runner.signature);
     } catch (err) {
-      if (!(err instanceof GatewayError)) this.front.log(err);
-      this.reply(errorReply(asGatewayError(err)));
+      this.refuseBody(err);
       return;
-    }
-    if (this.setting && version.runner.hookDir) {
-      this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
     }
     // The body is kept now: it is valid only during this call, and the inputs are moved to a worker.
     if (!this.direct && s.log?.sample()) {
@@ -143,8 +139,33 @@ class InferCall implements Job, FrontCall {
       this.logBodyLen = body.byteLength;
       if (s.shadows.length) this.shadowSlot = new Map(s.shadowLabels.map((l) => [l, null]));
     }
-    version.runner.submit(this);
+    if (decoded instanceof Promise) {
+      // Images decode off the main thread; what they need of the body was copied already.
+      decoded.then((d) => this.queue(d), (err: unknown) => this.refuseBody(err));
+    } else {
+      this.queue(decoded);
+    }
     if (s.shadows.length && !this.direct) this.front.shadow(s, version, body, this);
+  }
+
+  bodyMeta(): BodyMeta {
+    return { contentType: this.contentType, inferenceHeaderLength: this.inferenceHeaderLength, accept: this.accept };
+  }
+
+  private queue(decoded: Decoded): void {
+    if (this.cancelled) return;
+    this.decoded = decoded;
+    this.request = decoded.request;
+    const version = this.version!;
+    if (this.setting && version.runner.hookDir) {
+      this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
+    }
+    version.runner.submit(this);
+  }
+
+  private refuseBody(err: unknown): void {
+    if (!(err instanceof GatewayError)) this.front.log(err);
+    this.reject(asGatewayError(err));
   }
 
   resolve(result: InferResult): void {
@@ -152,7 +173,7 @@ class InferCall implements Job, FrontCall {
     const v = this.version!;
     let reply: Reply;
     try {
-      const enc = this.decoded!.codec.encode(this.decoded!, result, v.runner.signature, v.servedBy);
+      const enc = encodeResult(this.decoded!, result, v.runner.signature, v.servedBy);
       reply = { status: 200, contentType: enc.contentType, body: enc.body, headers: enc.headers };
     } catch (err) {
       this.front.log(err);
@@ -346,7 +367,7 @@ export class InferenceFront implements ProxyHost {
     if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
       return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
     }
-    const call = new InferCall(this, res, requestId, startedAt, service, pinned as OnnxVersion | null, ruleHeaders, req.getHeader('content-type').toLowerCase(), ihLength);
+    const call = new InferCall(this, res, requestId, startedAt, service, pinned as OnnxVersion | null, ruleHeaders, req.getHeader('content-type'), ihLength, req.getHeader('accept'));
     call.principal = principal;
     call.pendingAuth = pendingAuth;
     if (declared > this.limits.max_body_bytes) call.discarding = true;
@@ -366,7 +387,7 @@ export class InferenceFront implements ProxyHost {
     if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
       return writeReply(res, errorReply(new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`)), requestId, null);
     }
-    const call = new InferCall(this, res, requestId, performance.now(), service, version, null, req.getHeader('content-type').toLowerCase(), ihLength, true);
+    const call = new InferCall(this, res, requestId, performance.now(), service, version, null, req.getHeader('content-type'), ihLength, req.getHeader('accept'), true);
     if (Number(req.getHeader('content-length') || 0) > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
@@ -399,7 +420,7 @@ export class InferenceFront implements ProxyHost {
       }
       let request: InferRequest;
       try {
-        request = decodeBody(body, { contentType: call.contentType, inferenceHeaderLength: call.inferenceHeaderLength }, v.runner.signature).request;
+        request = decodeBody(body, call.bodyMeta(), v.runner.signature).request;
       } catch (err) {
         if (call.shadowSlot) recordShadow(call.shadowSlot, label, v.runner.signature, null, 0, asGatewayError(err).message);
         continue;

@@ -3,7 +3,7 @@ import { GatewayError } from '../../errors.js';
 import type { InferRequest, InferResult } from '../types.js';
 import type { ModelSignature } from './signature.js';
 import { allocate, elementCount, toTyped, type Tensor, type TypedData } from './tensor.js';
-import type { HookContext, RunResult } from './worker.js';
+import { HOOK_REFUSED, type HookContext, type RawParts, type RunResult } from './protocol.js';
 
 /**
  * One request waiting for a model run. The HTTP layer's per-request object implements this, so
@@ -26,8 +26,8 @@ export interface BatchingConfig {
   max_queue_size: number;
 }
 
-/** Runs one merged batch; rejects with the worker's error. */
-export type RunBatch = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: HookContext | undefined) => Promise<RunResult>;
+/** Runs one merged batch (or one request's raw parts); rejects with the worker's error. */
+export type RunBatch = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: HookContext | undefined, parts: RawParts | undefined) => Promise<RunResult>;
 
 export interface BatchObserver {
   batch(rows: number, requests: number): void;
@@ -126,12 +126,12 @@ export class Batcher {
     const first = this.queue[this.head]!;
     this.queue[this.head++] = undefined as unknown as Job;
     const jobs = [first];
-    if (!this.sig.mergeable || first.ctx) return jobs;
+    if (!this.sig.mergeable || runsAlone(first)) return jobs;
     let rows = first.request.rows;
     while (this.head < this.queue.length) {
       const next = this.queue[this.head]!;
       if (next.cancelled) { this.head++; continue; }
-      if (rows + next.request.rows > this.cfg.max_batch_size || next.ctx) break;
+      if (rows + next.request.rows > this.cfg.max_batch_size || runsAlone(next)) break;
       if (this.variableRows && !sameRowDims(first.request.inputs, next.request.inputs)) break;
       this.queue[this.head++] = undefined as unknown as Job;
       jobs.push(next);
@@ -159,7 +159,7 @@ export class Batcher {
       rows += jobs[k]!.request.rows;
     }
     this.observer.batch(rows, jobs.length);
-    this.runBatch(inputs, transfer, jobs[0]!.ctx).then(
+    this.runBatch(inputs, transfer, jobs[0]!.ctx, jobs[0]!.request.parts).then(
       (res) => this.finish(jobs, offsets, startedAt, res, null),
       (err: unknown) => this.finish(jobs, offsets, startedAt, null, err),
     );
@@ -176,14 +176,22 @@ export class Batcher {
   }
 
   private deliver(jobs: Job[], offsets: number[], startedAt: number, res: RunResult): void {
+    if (jobs.length === 1 && jobs[0]!.request.parts) {
+      // Rows made by the preprocess hook out of raw parts are known only now.
+      const batched = this.sig.outputs.findIndex((o) => o.batched && o.fixedBatch < 0);
+      jobs[0]!.request.rows = batched >= 0 && res.outputs[batched] ? res.outputs[batched]!.dims[0]! : 1;
+    }
     for (let k = 0; k < jobs.length; k++) {
       const j = jobs[k]!;
-      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, whole: jobs.length === 1, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs });
+      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, whole: jobs.length === 1, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs, custom: res.custom });
     }
   }
 }
 
 const nsBetween = (from: number, to: number): number => Math.round((to - from) * 1e6);
+
+/** A request with its own hook context (rule settings, headers) or raw parts is never merged with others. */
+const runsAlone = (j: Job): boolean => j.ctx !== undefined || j.request.parts !== undefined;
 
 function sameRowDims(a: Tensor[], b: Tensor[]): boolean {
   for (let i = 0; i < a.length; i++) {
@@ -220,6 +228,8 @@ function merge(jobs: Job[], nInputs: number): Tensor[] {
 
 function runError(label: string, err: unknown): GatewayError {
   const msg = err instanceof Error ? err.message : String(err);
+  const refused = msg.indexOf(HOOK_REFUSED);
+  if (refused >= 0) return new GatewayError(400, 'PreprocessRefused', `${label}: customize_service.js ${msg.slice(refused).split('\n')[0]}`);
   if (/worker|terminat|exited/i.test(msg) && !/^Error: \[ErrorCode/.test(msg)) {
     return new GatewayError(503, 'InstanceLost', `${label}: the model instance stopped while running this request; it is being replaced, retry`);
   }

@@ -1,10 +1,10 @@
 import { Piscina } from 'piscina';
-import type { Job, BatchingConfig, BatchObserver } from './batcher.js';
+import type { Job, BatchingConfig, BatchObserver, RunBatch } from './batcher.js';
 import { Batcher } from './batcher.js';
 import { resolveProvider, type Provider } from './providers.js';
 import { buildSignature, type ModelSignature } from './signature.js';
-import type { Tensor } from './tensor.js';
-import type { DescribeResult, RunResult, WorkerConfig, WorkerTask } from './worker.js';
+import type { ImagePreprocess, StreamState } from './model-config.js';
+import type { DescribeResult, RunResult, WorkerConfig, WorkerTask } from './protocol.js';
 
 export interface OnnxVersionOptions {
   /** "service/version", used in messages. */
@@ -18,6 +18,9 @@ export interface OnnxVersionOptions {
   intraOpThreads: number;
   batching: BatchingConfig;
   features: string[] | null;
+  /** config.json preprocess.image and stream.state. */
+  image: ImagePreprocess | null;
+  stream: StreamState[] | null;
   observer: BatchObserver;
 }
 
@@ -61,14 +64,14 @@ export class OnnxRunner {
     let signature: ModelSignature;
     try {
       const described = (await pool.run({ kind: 'describe' } satisfies WorkerTask)) as DescribeResult;
-      signature = buildSignature(described.inputs, described.outputs, opts.features);
+      signature = buildSignature(described.inputs, described.outputs, { features: opts.features, image: opts.image, stream: opts.stream, hooks: described.hooks });
     } catch (err) {
       await pool.destroy();
       throw new Error(`${opts.label}: the model could not be loaded: ${(err as Error).message.split('\n')[0]}`);
     }
     const capacity = opts.instances * TASKS_PER_WORKER;
-    const run = (inputs: Tensor[], transfer: ArrayBuffer[], ctx: Job['ctx']): Promise<RunResult> =>
-      pool.run({ kind: 'run', inputs, ctx } satisfies WorkerTask, { transferList: transfer }) as Promise<RunResult>;
+    const run: RunBatch = (inputs, transfer, ctx, parts) =>
+      pool.run({ kind: 'run', inputs, ctx, parts } satisfies WorkerTask, { transferList: transfer }) as Promise<RunResult>;
     const batcher = new Batcher(opts.label, signature, opts.batching, capacity, run, opts.observer);
     return new OnnxRunner(signature, provider, note ? [note] : [], opts.hookPath ? opts.packageDir : null, pool, batcher);
   }

@@ -1,5 +1,6 @@
 import type { ElementType } from './tensor.js';
 import { elementCount } from './tensor.js';
+import type { ImagePreprocess, StreamState } from './model-config.js';
 
 /** One model input or output as the gateway sees it. */
 export interface IoSpec {
@@ -33,6 +34,20 @@ export interface ModelSignature {
   /** JSON-quoted output names, and the JSON list of them, for encoders. */
   outputKeysJson: string[];
   outputListJson: string;
+  /** Images become this input's rows (config.json preprocess.image), with the input resolved. */
+  image: (ImagePreprocess & { input: string }) | null;
+  /** State the gateway keeps per WebSocket connection (config.json stream.state). */
+  stream: StreamState[] | null;
+  /** What customize_service.js exports. */
+  hooks: { preprocess: boolean; postprocess: boolean };
+}
+
+/** What the package adds to what the model declares. */
+export interface InterfaceOptions {
+  features: string[] | null;
+  image?: ImagePreprocess | null;
+  stream?: StreamState[] | null;
+  hooks?: { preprocess: boolean; postprocess: boolean };
 }
 
 /** What onnxruntime-node reports in session.inputMetadata / outputMetadata. */
@@ -62,17 +77,28 @@ export function ioSpec(meta: RawIoMetadata): IoSpec {
   return { name: meta.name, type: type as ElementType, dims, batched, fixedBatch: fixed0 ? dims[0]! : -1, rowDims, rowSize };
 }
 
-export function buildSignature(inputs: RawIoMetadata[], outputs: RawIoMetadata[], features: string[] | null, statefulInputs: ReadonlySet<string> = new Set()): ModelSignature {
+export function buildSignature(inputs: RawIoMetadata[], outputs: RawIoMetadata[], opts: InterfaceOptions): ModelSignature {
   const ins = inputs.map(ioSpec);
   const outs = outputs.map(ioSpec);
-  const mergeable = [...ins, ...outs].every((s) => s.batched && s.fixedBatch < 0) && statefulInputs.size === 0;
+  const hooks = opts.hooks ?? { preprocess: false, postprocess: false };
+  const stream = opts.stream ?? null;
+  // A postprocess hook sees one request's outputs and may answer anything (ModelArts' _postprocess);
+  // streamed state belongs to one connection: neither merges requests.
+  const mergeable = [...ins, ...outs].every((s) => s.batched && s.fixedBatch < 0) && !stream && !hooks.postprocess;
   const single2d = ins.length === 1 && ins[0]!.dims.length === 2 && ins[0]!.rowSize > 0;
   let feats: string[] | null = null;
-  if (features && single2d) {
-    if (features.length !== ins[0]!.rowSize) {
-      throw new Error(`config lists ${features.length} features but input '${ins[0]!.name}' has ${ins[0]!.rowSize} per row`);
+  if (opts.features && single2d) {
+    if (opts.features.length !== ins[0]!.rowSize) {
+      throw new Error(`config lists ${opts.features.length} features but input '${ins[0]!.name}' has ${ins[0]!.rowSize} per row`);
     }
-    feats = features;
+    feats = opts.features;
+  }
+  for (const st of stream ?? []) {
+    const i = ins.find((x) => x.name === st.input);
+    const o = outs.find((x) => x.name === st.output);
+    if (!i) throw new Error(`config stream.state names input '${st.input}', which the model does not have (inputs ${ins.map((x) => `'${x.name}'`).join(', ')})`);
+    if (!o) throw new Error(`config stream.state names output '${st.output}', which the model does not have (outputs ${outs.map((x) => `'${x.name}'`).join(', ')})`);
+    if (i.type !== o.type) throw new Error(`config stream.state: input '${i.name}' is ${i.type} but output '${o.name}' is ${o.type}`);
   }
   return {
     inputs: ins,
@@ -84,7 +110,28 @@ export function buildSignature(inputs: RawIoMetadata[], outputs: RawIoMetadata[]
     featureIndex: feats ? new Map(feats.map((f, i) => [f, i])) : null,
     outputKeysJson: outs.map((o) => JSON.stringify(o.name)),
     outputListJson: JSON.stringify(outs.map((o) => o.name)),
+    image: opts.image ? imageInput(opts.image, ins) : null,
+    stream,
+    hooks,
   };
+}
+
+/** Resolves the image preprocessing's input and checks it can hold images. */
+function imageInput(image: ImagePreprocess, ins: IoSpec[]): ImagePreprocess & { input: string } {
+  const name = image.input ?? (ins.length === 1 ? ins[0]!.name : null);
+  if (name === null) throw new Error(`config preprocess.image must name its "input": the model has ${ins.length} inputs (${ins.map((x) => `'${x.name}'`).join(', ')})`);
+  const spec = ins.find((x) => x.name === name);
+  if (!spec) throw new Error(`config preprocess.image.input '${name}' is not an input of the model (inputs ${ins.map((x) => `'${x.name}'`).join(', ')})`);
+  if (spec.dims.length !== 4) throw new Error(`config preprocess.image: input '${name}' has shape ${describeDims(spec.dims)}; images need a 4-D input (NCHW or NHWC)`);
+  if (spec.type === 'string' || spec.type === 'bool') throw new Error(`config preprocess.image: input '${name}' is ${spec.type}; images need a numeric input`);
+  const [c, h, w] = image.layout === 'NCHW' ? [spec.dims[1]!, spec.dims[2]!, spec.dims[3]!] : [spec.dims[3]!, spec.dims[1]!, spec.dims[2]!];
+  const channels = image.channels === 'GRAY' ? 1 : 3;
+  if (c >= 0 && c !== channels) throw new Error(`config preprocess.image: input '${name}' takes ${c} channels (${image.layout}) but channels is ${image.channels}`);
+  if (image.resize && ((w >= 0 && w !== image.resize[0]) || (h >= 0 && h !== image.resize[1]))) {
+    throw new Error(`config preprocess.image.resize [${image.resize.join(', ')}] does not fit input '${name}' of shape ${describeDims(spec.dims)} (${image.layout})`);
+  }
+  const resize: [number, number] | null = image.resize ?? (w >= 0 && h >= 0 ? [w, h] : null);
+  return { ...image, input: name, resize };
 }
 
 export function describeDims(dims: readonly number[]): string {

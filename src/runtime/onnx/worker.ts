@@ -8,33 +8,18 @@ import ort from 'onnxruntime-node';
 import { Piscina } from 'piscina';
 import type { RawIoMetadata } from './signature.js';
 import type { Tensor } from './tensor.js';
+import { HOOK_REFUSED, type DescribeResult, type HookContext, type RawParts, type RunResult, type WorkerConfig, type WorkerTask } from './protocol.js';
 
-export interface WorkerConfig {
-  modelPath: string;
-  provider: 'cpu' | 'cuda';
-  intraOpThreads: number;
-  /** customize_service.js of the package, when it has one. */
-  hookPath: string | null;
-  packageDir: string;
-}
-
-export interface HookContext {
-  modelPath: string;
-  settings: Record<string, string>;
-  headers: Record<string, string>;
-}
-
-export type WorkerTask =
-  | { kind: 'describe' }
-  | { kind: 'run'; inputs: Tensor[]; ctx?: HookContext };
-
-export interface DescribeResult { inputs: RawIoMetadata[]; outputs: RawIoMetadata[] }
-export interface RunResult { outputs: Tensor[]; runNs: number }
+/** What hooks see: the request's context and the tensor type to build feeds with (the package cannot import onnxruntime itself). */
+export type HookCtx = HookContext & { Tensor: typeof ort.Tensor };
+type Feeds = Record<string, ort.Tensor>;
 
 interface Hooks {
-  preprocess?: (inputs: Record<string, ort.Tensor>, ctx: HookContext) => Record<string, ort.Tensor> | Promise<Record<string, ort.Tensor>>;
-  postprocess?: (outputs: Record<string, ort.Tensor>, ctx: HookContext) => Record<string, ort.Tensor> | Promise<Record<string, ort.Tensor>>;
+  preprocess?: (data: Feeds | RawParts, ctx: HookCtx) => Feeds | Promise<Feeds>;
+  postprocess?: (outputs: Feeds, ctx: HookCtx) => unknown;
 }
+
+
 
 const config = Piscina.workerData as WorkerConfig;
 
@@ -67,21 +52,20 @@ export default async function run(task: WorkerTask): Promise<unknown> {
     const result: DescribeResult = {
       inputs: metadata(session.inputNames, s.inputMetadata),
       outputs: metadata(session.outputNames, s.outputMetadata),
+      hooks: { preprocess: typeof hooks.preprocess === 'function', postprocess: typeof hooks.postprocess === 'function' },
     };
     return result;
   }
-  let feeds: Record<string, ort.Tensor> = {};
-  const names = session.inputNames;
-  for (let i = 0; i < names.length; i++) {
-    const t = task.inputs[i]!;
-    feeds[names[i]!] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
-  }
-  const ctx = task.ctx ?? { modelPath: config.packageDir, settings: {}, headers: {} };
-  if (hooks.preprocess) feeds = await hooks.preprocess(feeds, ctx);
+  const ctx: HookCtx = { ...(task.ctx ?? { modelPath: config.packageDir, settings: {}, headers: {} }), Tensor: ort.Tensor };
+  const feeds = await feedsOf(task, session, hooks, ctx);
   const t0 = performance.now();
-  let out = await session.run(feeds);
+  let out: Feeds = await session.run(feeds);
   const runNs = Math.round((performance.now() - t0) * 1e6);
-  if (hooks.postprocess) out = await hooks.postprocess(out, ctx);
+  if (hooks.postprocess) {
+    const answer = await hooks.postprocess(out, ctx);
+    if (!isTensorMap(answer, session.outputNames)) return { outputs: [], runNs, custom: answer } satisfies RunResult;
+    out = answer;
+  }
   const outputs: Tensor[] = [];
   const transfer: ArrayBuffer[] = [];
   for (const name of session.outputNames) {
@@ -96,6 +80,39 @@ export default async function run(task: WorkerTask): Promise<unknown> {
     get [Piscina.transferableSymbol]() { return transfer; },
     get [Piscina.valueSymbol]() { return result; },
   } as unknown as ArrayBuffer);
+}
+
+/** The session's feeds: the request's tensors through the preprocess hook, or what the hook made of raw parts. */
+async function feedsOf(task: Extract<WorkerTask, { kind: 'run' }>, session: ort.InferenceSession, hooks: Hooks, ctx: HookCtx): Promise<Feeds> {
+  let feeds: Feeds = {};
+  if (!task.parts) {
+    const names = session.inputNames;
+    for (let i = 0; i < names.length; i++) {
+      const t = task.inputs[i]!;
+      feeds[names[i]!] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
+    }
+    if (!hooks.preprocess) return feeds;
+  }
+  try {
+    feeds = await hooks.preprocess!(task.parts ?? feeds, ctx);
+  } catch (err) {
+    // An error the hook marks with status 400 is the request's fault; anything else is the model's (500).
+    const status = (err as { status?: unknown; statusCode?: unknown } | null)?.status ?? (err as { statusCode?: unknown } | null)?.statusCode;
+    if (status === 400) throw new Error(HOOK_REFUSED + (err instanceof Error ? err.message : String(err)));
+    throw err;
+  }
+  const missing = session.inputNames.filter((n) => !(feeds?.[n] instanceof ort.Tensor));
+  if (missing.length) {
+    throw new Error(`customize_service.js preprocess must return {input: ctx.Tensor} for every model input; missing or not a Tensor: ${missing.map((n) => `'${n}'`).join(', ')}`);
+  }
+  return feeds;
+}
+
+/** Tensors for the model's outputs (by name), as opposed to a custom answer. */
+function isTensorMap(v: unknown, names: readonly string[]): v is Feeds {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const o = v as Record<string, unknown>;
+  return names.every((n) => o[n] instanceof ort.Tensor);
 }
 
 /** An ES module exports the hooks by name; a CommonJS one arrives as the default export. */

@@ -1,0 +1,24 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { badRequest } from '../errors.js';
+
+/**
+ * msgpack bodies hold any JSON shape (SPEC §5.2). Typed arrays (msgpackr's extension) and bins
+ * (raw little-endian bytes) are accepted wherever tensor data goes. Answers are written as
+ * plain msgpack, without msgpackr's record extension, so any msgpack library reads them.
+ */
+// copyBuffers: bins outlive the body's bytes (records are echoed after the run), so they are copies.
+const unpackr = new Unpackr({ mapsAsObjects: true, useRecords: false, copyBuffers: true });
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+
+export function unpackBody(body: Uint8Array): unknown {
+  if (body.length === 0) throw badRequest('the request body is empty; send a msgpack-encoded inference request', 'Empty');
+  try {
+    return unpackr.unpack(body);
+  } catch (err) {
+    throw badRequest(`the body is not valid msgpack: ${(err as Error).message}`, 'BadMsgpack');
+  }
+}
+
+export function packValue(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
