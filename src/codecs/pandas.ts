@@ -21,8 +21,8 @@ function recordsEcho(records: unknown[], text: string | null): RecordsEcho {
     sole = text.slice(text.indexOf('[') + 1, text.lastIndexOf(']')).trim();
   }
   return {
-    json: (r) => sole ?? JSON.stringify(text === null ? plainOf(records[r]) : records[r]),
-    value: (r) => plainOf(records[r]),
+    json: (r) => sole ?? JSON.stringify(text === null ? plainOf(records[r], false) : records[r]),
+    value: (r) => plainOf(records[r], true),
   };
 }
 

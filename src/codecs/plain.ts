@@ -49,13 +49,20 @@ export function flatValue(t: Tensor, from: number, count: number): unknown[] {
   return out;
 }
 
-/** A JSON-like value with typed arrays turned into plain arrays (msgpack records echoed as JSON, say). */
-export function plainOf(v: unknown): unknown {
-  if (ArrayBuffer.isView(v)) return v instanceof DataView ? [] : Array.from(v as unknown as ArrayLike<unknown>);
-  if (Array.isArray(v)) return v.map(plainOf);
+/**
+ * A decoded msgpack value made plain for echoing: typed arrays (msgpackr's extension, which other
+ * msgpack libraries cannot read) become arrays; bins stay bytes when `keepBytes` (a msgpack answer
+ * gives a client back the bytes it sent) and become arrays of byte values in JSON.
+ */
+export function plainOf(v: unknown, keepBytes: boolean): unknown {
+  if (ArrayBuffer.isView(v)) {
+    if (keepBytes && v instanceof Uint8Array) return v;
+    return v instanceof DataView ? [] : Array.from(v as unknown as ArrayLike<unknown>);
+  }
+  if (Array.isArray(v)) return v.map((x) => plainOf(x, keepBytes));
   if (typeof v === 'object' && v !== null) {
     const out: Record<string, unknown> = {};
-    for (const k of Object.keys(v)) out[k] = plainOf((v as Record<string, unknown>)[k]);
+    for (const k of Object.keys(v)) out[k] = plainOf((v as Record<string, unknown>)[k], keepBytes);
     return out;
   }
   return v;
