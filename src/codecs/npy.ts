@@ -147,7 +147,7 @@ function tokenize(text: string, bad: (msg: string) => never): Token[] {
   while (i < text.length) {
     const c = text[i]!;
     if (c === ' ' || c === '\n' || c === '\t' || c === '\r') { i++; continue; }
-    if ('{}():,'.includes(c)) { out.push({ k: 'punct', v: c }); i++; continue; }
+    if ('{}()[]:,'.includes(c)) { out.push({ k: 'punct', v: c }); i++; continue; }
     if (c === "'" || c === '"') {
       const end = text.indexOf(c, i + 1);
       if (end < 0) bad('the .npy header has an unterminated string');
