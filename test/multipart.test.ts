@@ -37,7 +37,7 @@ const CSV_HOOK = `
 exports.preprocess = function (data, ctx) {
   const files = data.file;
   if (!files) { const e = new Error("send the rows as a CSV file in a part named 'file'"); e.status = 400; throw e; }
-  const text = Buffer.from(Object.values(files)[0]).toString('utf8');
+  const text = Object.values(files)[0].toString('utf8');
   const rows = text.trim().split('\\n').map((l) => l.split(',').map(Number));
   if (rows.some((r) => r.length !== 29 || r.some(Number.isNaN))) { const e = new Error('each CSV line needs 29 numbers'); e.status = 400; throw e; }
   return { tensor: new ctx.Tensor('float32', Float32Array.from(rows.flat()), [rows.length, 29]) };
@@ -52,7 +52,7 @@ exports.preprocess = function (data, ctx) {
     seen[field] = {};
     for (const name of Object.keys(data[field])) {
       const b = data[field][name];
-      seen[field][name] = { bytes: b.length, isUint8Array: b instanceof Uint8Array, head: Buffer.from(b.subarray(0, 8)).toString('latin1') };
+      seen[field][name] = { bytes: b.length, isBuffer: Buffer.isBuffer(b), head: Buffer.from(b.subarray(0, 8)).toString('latin1') };
     }
   }
   ctx.seen = seen;
@@ -298,10 +298,10 @@ describe('multipart/form-data inference', () => {
       assert.equal(a.status, 200, a.text);
       assert.deepEqual(a.json, {
         seen: {
-          file: { 'a.csv': { bytes: 8, isUint8Array: true, head: 'a,b\n1,2\n' }, 'b.txt': { bytes: 5, isUint8Array: true, head: 'hello' } },
-          note: { note: { bytes: 9, isUint8Array: true, head: 'just tex' } },
-          photo: { 'p.png': { bytes: png.length, isUint8Array: true, head: png.subarray(0, 8).toString('latin1') } },
-          tensor: { tensor: { bytes: 5, isUint8Array: true, head: '[[1]]' } },
+          file: { 'a.csv': { bytes: 8, isBuffer: true, head: 'a,b\n1,2\n' }, 'b.txt': { bytes: 5, isBuffer: true, head: 'hello' } },
+          note: { note: { bytes: 9, isBuffer: true, head: 'just tex' } },
+          photo: { 'p.png': { bytes: png.length, isBuffer: true, head: png.subarray(0, 8).toString('latin1') } },
+          tensor: { tensor: { bytes: 5, isBuffer: true, head: '[[1]]' } },
         },
         dense_1_dims: [1, 1],
       });

@@ -94,7 +94,7 @@ async function feedsOf(task: Extract<WorkerTask, { kind: 'run' }>, session: ort.
     if (!hooks.preprocess) return feeds;
   }
   try {
-    feeds = await hooks.preprocess!(task.parts ?? feeds, ctx);
+    feeds = await hooks.preprocess!(task.parts ? asBuffers(task.parts) : feeds, ctx);
   } catch (err) {
     // An error the hook marks with status 400 is the request's fault; anything else is the model's (500).
     const status = (err as { status?: unknown; statusCode?: unknown } | null)?.status ?? (err as { statusCode?: unknown } | null)?.statusCode;
@@ -106,6 +106,14 @@ async function feedsOf(task: Extract<WorkerTask, { kind: 'run' }>, session: ort.
     throw new Error(`customize_service.js preprocess must return {input: ctx.Tensor} for every model input; missing or not a Tensor: ${missing.map((n) => `'${n}'`).join(', ')}`);
   }
   return feeds;
+}
+
+/** Parts arrive as Uint8Array (structured clone); hooks get Buffers, as SPEC §5.3 says, without a copy. */
+function asBuffers(parts: RawParts): RawParts {
+  for (const files of Object.values(parts)) {
+    for (const name of Object.keys(files)) files[name] = Buffer.from(files[name]!.buffer, files[name]!.byteOffset, files[name]!.byteLength);
+  }
+  return parts;
 }
 
 /** Tensors for the model's outputs (by name), as opposed to a custom answer. */
