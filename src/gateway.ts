@@ -64,6 +64,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
     access,
     management: { models, services, access, maxUploadBytes: cfg.limits.max_upload_bytes },
     direct: { host: cfg.server.direct_host, ports: cfg.server.direct_ports, warn: (msg) => log.warn(msg) },
+    websocket: { bufferBytes: cfg.limits.ws_buffer_bytes, drainTimeoutMs: cfg.limits.ws_drain_timeout_ms, maxInflight: cfg.limits.ws_max_inflight },
   });
   const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;
@@ -78,6 +79,8 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
         state.draining = true;
         server.stopAccepting();
         await server.front.idle();
+        // Every WebSocket answer owed was sent (its calls were in flight): the connections go now.
+        server.sockets.closeAll();
         await services.shutdown();
         server.close();
         db.close();

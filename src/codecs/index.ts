@@ -53,6 +53,17 @@ function decodeAs(format: Exclude<BodyFormat, 'multipart'>, body: Uint8Array, me
   }
 }
 
+/** A WebSocket message (SPEC §5.5): a text frame is JSON, a binary frame msgpack. */
+export function parseMessage(bytes: Uint8Array, binary: boolean): unknown {
+  if (binary) return unpackBody(bytes);
+  return parseJson(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+}
+
+/** A parsed message as a request in any JSON shape; answered in the message's own encoding. */
+export function decodeMessage(value: unknown, binary: boolean, sig: ModelSignature): Decoded {
+  return decodeValue(value, sig, binary ? 'msgpack' : 'json', null, !binary);
+}
+
 /** The answer in the encoding the request asked for. */
 export function encodeResult(decoded: Decoded, result: InferResult, sig: ModelSignature, by: ServedBy): Encoded {
   if (result.custom !== undefined) return encodeCustom(decoded.reply, result.custom);

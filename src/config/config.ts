@@ -16,6 +16,12 @@ export interface GatewayConfig {
     /** Requests per minute per domain and per user on token services; 0 is off (the default). */
     per_domain_per_minute: number;
     per_user_per_minute: number;
+    /** WebSocket backpressure (SPEC §5.5): answers buffered for a client past which its messages wait. */
+    ws_buffer_bytes: number;
+    /** A WebSocket client past ws_buffer_bytes this long is closed with 1013. */
+    ws_drain_timeout_ms: number;
+    /** Messages of one WebSocket connection served at once. */
+    ws_max_inflight: number;
   };
   log_level: string;
   /** The inference log (SPEC §10): what share of requests is kept, and how much of it. */
@@ -49,7 +55,8 @@ export const DEFAULTS: GatewayConfig = {
   server: { host: '127.0.0.1', port: 8080, direct_host: '127.0.0.1', direct_ports: '31000-31999' },
   data_dir: './data',
   models_dir: './models',
-  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0 },
+  limits: { max_body_bytes: 12 * 1024 * 1024, request_timeout_ms: 40_000, max_package_bytes: 5 * 1024 ** 3, max_upload_bytes: 1024 ** 3, per_domain_per_minute: 0, per_user_per_minute: 0,
+    ws_buffer_bytes: 1024 * 1024, ws_drain_timeout_ms: 10_000, ws_max_inflight: 64 },
   log_level: 'info',
   logs: { sample_rate: 1, max_records_per_second: 1000, records_per_service: 10_000, bytes_per_service: 8 * 1024 * 1024, max_record_bytes: 64 * 1024 },
   auth: {},
@@ -123,6 +130,9 @@ function mergeConfig(base: GatewayConfig, raw: Record<string, unknown>, where: s
   if (limits['max_upload_bytes'] !== undefined) cfg.limits.max_upload_bytes = positiveInt(limits['max_upload_bytes'], `${where}: limits.max_upload_bytes`);
   if (limits['per_domain_per_minute'] !== undefined) cfg.limits.per_domain_per_minute = positiveInt(limits['per_domain_per_minute'], `${where}: limits.per_domain_per_minute`);
   if (limits['per_user_per_minute'] !== undefined) cfg.limits.per_user_per_minute = positiveInt(limits['per_user_per_minute'], `${where}: limits.per_user_per_minute`);
+  for (const k of ['ws_buffer_bytes', 'ws_drain_timeout_ms', 'ws_max_inflight'] as const) {
+    if (limits[k] !== undefined) cfg.limits[k] = positiveInt(limits[k], `${where}: limits.${k}`);
+  }
   const logs = section(raw, 'logs', where);
   const LOG_KEYS = ['sample_rate', 'max_records_per_second', 'records_per_service', 'bytes_per_service', 'max_record_bytes'];
   for (const k of Object.keys(logs)) if (!LOG_KEYS.includes(k)) throw new ConfigError(`${where}: unknown key logs.${k}; expected ${LOG_KEYS.join(', ')}`);

@@ -26,6 +26,7 @@ export interface ServiceView {
   timeout_minutes: number;
   traffic_limit: number | null;
   high_speed: boolean;
+  websocket: boolean;
   rules: RuleSpec[];
   versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
   created_at: string;
@@ -444,6 +445,7 @@ export class ServiceManager {
       rules: serving ? compileRules(spec.rules ?? [], versions) : null,
       shadows,
       highSpeed: spec.high_speed === true,
+      websocket: spec.websocket === true,
       log: serving ? this.logFor(row.id, spec) : null,
     });
   }
@@ -568,6 +570,7 @@ export class ServiceManager {
       timeout_minutes: spec.timeout_minutes,
       traffic_limit: spec.traffic_limit ?? null,
       high_speed: spec.high_speed === true,
+      websocket: spec.websocket === true,
       rules: spec.rules ?? [],
       versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),

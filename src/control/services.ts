@@ -75,6 +75,8 @@ export interface Service {
   log: ServiceLog | null;
   /** Direct listeners (ONNX) or the instances' own addresses (images) are offered (SPEC §5.6). */
   highSpeed: boolean;
+  /** WebSocket upgrades are taken on the inference URL (SPEC §5.5). */
+  websocket: boolean;
   /** Running sums of weights, for drawing a version (gray release). */
   cumulativeWeights: number[];
 }
@@ -92,6 +94,7 @@ export interface ServiceParts {
   shadows: ServiceVersion[];
   log: ServiceLog | null;
   highSpeed: boolean;
+  websocket: boolean;
 }
 
 export function makeService(parts: ServiceParts): Service {

@@ -32,6 +32,8 @@ export interface ServiceSpec {
   log_sample_rate: number | null;
   /** Direct listeners that skip auth, rules, limits and statistics (SPEC §5.6). */
   high_speed: boolean;
+  /** WebSocket streaming on the inference URL (SPEC §5.5). */
+  websocket: boolean;
 }
 
 /** A service version named by its model version (`model` where the service mixes models). */
@@ -197,7 +199,9 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   if (rate !== null && (typeof rate !== 'number' || !(rate >= 0 && rate <= 1))) throw badRequest(`'log_sample_rate' must be a number from 0 to 1 (the share of requests kept in the inference log), or null for the gateway's logs.sample_rate`, 'BadSpec');
   const highSpeed = body['high_speed'] ?? base?.high_speed ?? false;
   if (typeof highSpeed !== 'boolean') throw badRequest(`'high_speed' must be true or false`, 'BadSpec');
-  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null, high_speed: highSpeed };
+  const websocket = body['websocket'] ?? base?.websocket ?? false;
+  if (typeof websocket !== 'boolean') throw badRequest(`'websocket' must be true or false`, 'BadSpec');
+  return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null, high_speed: highSpeed, websocket };
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */

@@ -4,6 +4,7 @@ import type { OnnxVersion, RoutingTable, Service } from '../control/services.js'
 import { GatewayError, notFound } from '../errors.js';
 import type { Endpoint } from '../runtime/image/runner.js';
 import type { InferenceFront } from './infer.js';
+import type { WebSocketFront } from './websocket.js';
 import { newRequestId } from './request-id.js';
 import { errorReply, writeReply } from './respond.js';
 
@@ -39,6 +40,7 @@ export class DirectChannel {
   constructor(
     private readonly table: RoutingTable,
     private readonly front: InferenceFront,
+    private readonly sockets: WebSocketFront,
     private readonly host: string,
     ports: string,
     private readonly warn: (msg: string) => void,
@@ -75,15 +77,20 @@ export class DirectChannel {
 
   private open(key: string, serviceId: string, model: string, version: string): void {
     const app = uWS.App();
-    app.post('/', (res, req) => {
-      // The version is looked up per request: a rolling update swaps its runner under the same listener.
+    // The version is looked up per request: a rolling update swaps its runner under the same listener.
+    const pick = (): { service: Service; version: OnnxVersion } | null => {
       const s = this.table.get(serviceId);
       const v = s?.versions.find((x) => x.model === model && x.modelVersion === version) as OnnxVersion | undefined;
-      if (!s || !v) {
+      return s && v ? { service: s, version: v } : null;
+    };
+    this.sockets.registerDirect(app, serviceId, pick);
+    app.post('/', (res, req) => {
+      const found = pick();
+      if (!found) {
         writeReply(res, errorReply(new GatewayError(503, 'ServiceUnavailable', `${model}@${version} is not serving on this listener any more`)), req.getHeader('x-request-id') || newRequestId(), null);
         return;
       }
-      this.front.handleDirect(res, req, s, v);
+      this.front.handleDirect(res, req, found.service, found.version);
     });
     app.any('/*', (res, req) => {
       const err = req.getUrl() === '/'

@@ -20,7 +20,7 @@ import { DISCARD_BYTES, ProxyCall, upstreamRequest, type ProxyHost } from './pro
 import { LiveList, type LiveCall } from './live.js';
 
 /** A call the front tracks until it is answered, holding the version that serves it once routed. */
-interface FrontCall extends LiveCall {
+export interface FrontCall extends LiveCall {
   readonly version: ServiceVersion | null;
 }
 
@@ -434,10 +434,20 @@ export class InferenceFront implements ProxyHost {
   }
 
   /** May this caller infer on this service now: its role, then its domain's and its own quotas. */
-  private authorize(p: Principal, service: Service): void {
+  authorize(p: Principal, service: Service): void {
     this.access.require(p, service.projectId, 'infer', `inference on service '${service.name}'`);
+    this.chargeQuotas(p);
+  }
+
+  /** One request against the caller's domain and user quotas (429 when over). */
+  chargeQuotas(p: Principal): void {
     this.domainQuota?.take(p.domain);
     this.userQuota?.take(p.username);
+  }
+
+  /** Tracks a call admitted elsewhere (a WebSocket message) for its deadline and for shutdown. */
+  track(call: FrontCall): void {
+    this.live.add(call);
   }
 
   private refuse(res: HttpResponse, requestId: string, err: GatewayError, close = false): void {
@@ -477,7 +487,7 @@ function apiPathOf(url: string): string {
   return at < 0 ? '/' : url.slice(at);
 }
 
-function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {
+export function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {
   return {
     header: (h) => headers[h] || null,
     variable: (name) => {
@@ -492,12 +502,12 @@ function ruleInput(service: Service, p: Principal | null, headers: Record<string
   };
 }
 
-function overLimit(name: string, rate: number, waitSeconds: number): GatewayError {
+export function overLimit(name: string, rate: number, waitSeconds: number): GatewayError {
   const after = Math.max(1, Math.ceil(waitSeconds));
   return new GatewayError(429, 'TrafficLimit', `service '${name}' is over its traffic limit of ${rate} requests/s; retry after ${after} s`, { 'Retry-After': String(after) });
 }
 
-function statusError(s: Service): GatewayError | null {
+export function statusError(s: Service): GatewayError | null {
   switch (s.status) {
     case 'running':
     case 'alarm':

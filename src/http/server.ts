@@ -10,6 +10,7 @@ import { InferenceFront, type InferLimits } from './infer.js';
 import type { Access } from '../auth/access.js';
 import { registerManagement, type ManagementDeps } from './manage.js';
 import { DirectChannel } from './direct.js';
+import { WebSocketFront, type WsSettings } from './websocket.js';
 import { routeParam } from './params.js';
 import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
 
@@ -31,6 +32,8 @@ export interface HttpServerOptions {
   access: Access;
   /** The high-speed channel's listeners (server.direct_host, server.direct_ports). */
   direct?: { host: string; ports: string; warn: (msg: string) => void };
+  /** WebSocket backpressure and limits (SPEC §5.5). */
+  websocket: Omit<WsSettings, 'maxMessageBytes' | 'requestTimeoutMs'>;
 }
 
 /** Inference routes: [pattern, route parameter holding the service, parameter holding the version, forwards its api path to images]. */
@@ -51,13 +54,22 @@ const V2_EXTENSIONS = ['binary_tensor_data'];
 export class HttpServer {
   readonly app: TemplatedApp;
   readonly front: InferenceFront;
+  readonly sockets: WebSocketFront;
   readonly direct: DirectChannel | null;
   private listenSocket: us_listen_socket | null = null;
 
   constructor(private readonly opts: HttpServerOptions) {
     this.front = new InferenceFront(opts.table, opts.limits, opts.metrics, opts.access, opts.logError);
-    this.direct = opts.direct ? new DirectChannel(opts.table, this.front, opts.direct.host, opts.direct.ports, opts.direct.warn) : null;
+    this.sockets = new WebSocketFront(this.front, opts.table, opts.access, {
+      ...opts.websocket, maxMessageBytes: opts.limits.max_body_bytes, requestTimeoutMs: opts.limits.request_timeout_ms,
+    }, opts.logError);
+    opts.metrics.gauge('infergate_websocket_connections', 'Open WebSocket connections', () => this.sockets.connections);
+    opts.metrics.gauge('infergate_websocket_held_bytes', 'Bytes held for WebSocket clients: answers not yet read, messages waiting', () => this.sockets.heldBytes);
+    this.direct = opts.direct ? new DirectChannel(opts.table, this.front, this.sockets, opts.direct.host, opts.direct.ports, opts.direct.warn) : null;
     const app = (this.app = uWS.App());
+    // A GET with Upgrade: websocket on the inference URL (SPEC §5.5); other GETs fall through to 405.
+    this.sockets.register(app, '/v1/infers/:service', false);
+    this.sockets.register(app, '/v1/infers/:service/*', true);
     for (const [pattern, svc, ver, api] of INFER_ROUTES) {
       app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver, api === true));
       app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));

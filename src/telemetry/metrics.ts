@@ -88,6 +88,7 @@ export class Metrics {
   private readonly versions = new Map<string, VersionMetrics>();
   /** Requests refused before a service version was chosen (unknown service, too large, …). */
   private readonly unroutedByCode = new Map<number, number>();
+  private readonly gauges: { name: string; help: string; read: () => number }[] = [];
   readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
 
   constructor() {
@@ -106,6 +107,11 @@ export class Metrics {
     if (this.versions.get(key) === m) this.versions.delete(key);
   }
 
+  /** A gauge read at scrape time (connections, …). */
+  gauge(name: string, help: string, read: () => number): void {
+    this.gauges.push({ name, help, read });
+  }
+
   unrouted(code: number): void {
     this.unroutedByCode.set(code, (this.unroutedByCode.get(code) ?? 0) + 1);
   }
@@ -119,6 +125,7 @@ export class Metrics {
         for (const [code, n] of this.unroutedByCode) out.push(`infergate_requests_total{service="",version="",code="${code}"} ${n}`);
       }
     }
+    for (const g of this.gauges) out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${g.read()}`);
     return out.join('\n') + '\n' + (await this.process.metrics());
   }
 }
