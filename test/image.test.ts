@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN, ROOT, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
+import { nextMessages, openWs } from './helpers/ws.js';
 
 const KNOBS = path.join(ROOT, 'test/fixtures/knobs-server');
 const MAX_BODY = 4 * 1024 * 1024;
@@ -367,6 +368,13 @@ describe('high-speed channel for ONNX services (SPEC §5.6)', () => {
     const v2 = { inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] };
     assert.equal((await postJson(`http://127.0.0.1:${ep.port}/`, v2)).text, (await postJson(`${gw.url}/v2/models/fast-iris/infer`, v2, 'application/json', { 'x-auth-token': ADMIN_TOKEN })).text);
     assert.equal(await counted(gw, 'fast-iris'), countedBefore + 1, 'only the routed v2 call is counted');
+    // The listener takes WebSocket too (SPEC §5.6), without a token, answering as the HTTP path does.
+    const sock = await openWs(`ws://127.0.0.1:${ep.port}/`);
+    const answers = nextMessages(sock, 1);
+    sock.send(JSON.stringify(body));
+    assert.deepEqual((await answers)[0], routed.json);
+    sock.close();
+    assert.equal(await counted(gw, 'fast-iris'), countedBefore + 1, 'nor are direct WebSocket messages');
     const wrong = await fetch(`http://127.0.0.1:${ep.port}/`);
     assert.equal(wrong.status, 405);
     assert.match(((await wrong.json()) as { error_msg: string }).error_msg, /GET is not allowed on the high-speed listener; use POST \//);
