@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { GatewayConfig } from './config/config.js';
 import { ServiceManager } from './control/lifecycle.js';
 import { ModelRegistry } from './control/models.js';
-import { listPackageDirs } from './control/packages.js';
+import { listPackageDirs, readPackage } from './control/packages.js';
 import { RoutingTable } from './control/services.js';
 import { HttpServer, type ServerState } from './http/server.js';
 import { openStore, type Db } from './store/db.js';
@@ -131,7 +131,9 @@ async function applyModelsDir(cfg: GatewayConfig, models: ModelRegistry, service
       continue;
     }
     if (declared.has(name)) continue;
-    await services.ensure({ name, auth: 'none', versions: [{ model: name }] }, projectId, false)
+    // A streaming model (stream.state) is of use over WebSocket, so its service takes them.
+    const streaming = await readPackage(dir, name).then((p) => p.stream !== null, () => false);
+    await services.ensure({ name, auth: 'none', versions: [{ model: name }], ...(streaming ? { websocket: true } : {}) }, projectId, false)
       .catch((err: Error) => log.error({ service: name }, `service ${name}: ${err.message}`));
   }
 }
