@@ -20,6 +20,9 @@ export interface ImagePart {
   bytes: Uint8Array;
 }
 
+// Each upload is decoded once: sharp's operation cache would only hold clients' images in memory.
+sharp.cache(false);
+
 /** Images per request: each costs a decode on the thread pool. */
 export const MAX_IMAGES = 256;
 /** A decompression bomb stops here: about a 40-megapixel photo, far above any model's input. */
