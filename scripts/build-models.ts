@@ -699,6 +699,38 @@ function buildOcrDirection(outDir: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// vad: Silero VAD v5, a stateful streaming model, as @ricky0123/vad-web ships it
+// ---------------------------------------------------------------------------------------------
+
+const SILERO_FILE = 'silero_vad_v5.onnx';
+/** @ricky0123/vad-web 0.0.31's copy of Silero VAD v5 (snakers4/silero-vad, MIT). */
+const SILERO_SHA256 = '2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5bdd788f';
+
+function buildVad(outDir: string): void {
+  const src = path.join(path.dirname(createRequire(import.meta.url).resolve('@ricky0123/vad-web')), SILERO_FILE);
+  const sha = createHash('sha256').update(readFileSync(src)).digest('hex');
+  if (sha !== SILERO_SHA256) throw new Error(`${src}: sha256 ${sha}, expected ${SILERO_SHA256} (@ricky0123/vad-web 0.0.31)`);
+  const dir = path.join(outDir, 'vad');
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(src, path.join(dir, 'model.onnx'));
+  const config = {
+    model_type: 'ONNX',
+    model_algorithm: 'voice_activity_detection',
+    runtime: 'onnxruntime',
+    model_file: 'model.onnx',
+    source: `Silero VAD v5 (snakers4/silero-vad, MIT) as shipped in @ricky0123/vad-web 0.0.31 (${SILERO_FILE}, sha256 ${SILERO_SHA256})`,
+    // input [N,512] 16 kHz samples (256 at 8 kHz), sr: the rate, scalar int64 -> output [N,1] speech
+    // probability; state [2,N,128] -> stateN carries the recurrent state from chunk to chunk. Over a
+    // WebSocket the gateway keeps that state per connection, so clients send audio and the rate only.
+    stream: { state: [{ input: 'state', output: 'stateN', init: 'zeros' }] },
+    dependencies: [],
+    demo_weights: false,
+  };
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  console.log(`copied ${src} to ${path.join(dir, 'model.onnx')} and wrote config.json`);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 function main(): void {
   const outDir = path.resolve(process.argv[2] ?? 'models');
@@ -706,6 +738,7 @@ function main(): void {
   buildCcfraud(outDir);
   buildCreditRisk(outDir);
   buildOcrDirection(outDir);
+  buildVad(outDir);
 }
 
 main();

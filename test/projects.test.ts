@@ -51,9 +51,9 @@ describe('projects', () => {
     assert.deepEqual((await as('bob', 'GET', '/v1/models')).json.models.map((m: { name: string; project: string }) => `${m.project}/${m.name}`), ['teamb/iris']);
     assert.deepEqual((await as('bob', 'GET', '/v1/projects')).json.projects.map((p: { name: string }) => p.name), ['teamb']);
     const daves = (await as('dave', 'GET', '/v1/services')).json.services.map((s: { name: string }) => s.name);
-    assert.deepEqual(daves, ['ccfraud', 'credit-risk', 'iris', 'iris-server', 'ocr-direction']);
+    assert.deepEqual(daves, ['ccfraud', 'credit-risk', 'iris', 'iris-server', 'ocr-direction', 'vad']);
     const all = (await api(gw, 'GET', '/v1/services')).json.services.map((s: { name: string; project: string }) => `${s.project}/${s.name}`);
-    assert.deepEqual(all.sort(), ['default/ccfraud', 'default/credit-risk', 'default/iris', 'default/iris-server', 'default/ocr-direction', 'teamb/iris']);
+    assert.deepEqual(all.sort(), ['default/ccfraud', 'default/credit-risk', 'default/iris', 'default/iris-server', 'default/ocr-direction', 'default/vad', 'teamb/iris']);
   });
 
   test('another project\'s resources are answered as absent', async () => {

@@ -242,7 +242,7 @@ describe('durability: kill -9 and restart', () => {
       const services = (await api(again, 'GET', '/v1/services')).json.services;
       assert.deepEqual(models.map((m: { name: string; versions: unknown[] }) => [m.name, m.versions.length]), first.models.map((m: { name: string; versions: unknown[] }) => [m.name, m.versions.length]));
       assert.deepEqual(services.map((s: { id: string; name: string }) => [s.id, s.name]), first.services.map((s: { id: string; name: string }) => [s.id, s.name]));
-      assert.deepEqual(services.map((s: { name: string }) => s.name).sort(), ['ccfraud', 'credit-risk', 'declared', 'iris', 'iris-server', 'ocr-direction']);
+      assert.deepEqual(services.map((s: { name: string }) => s.name).sort(), ['ccfraud', 'credit-risk', 'declared', 'iris', 'iris-server', 'ocr-direction', 'vad']);
       assert.equal((await infer(again, 'declared')).status, 200);
     } finally {
       await again.stop();

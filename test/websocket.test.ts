@@ -82,8 +82,9 @@ describe('WebSocket streaming', () => {
     ws = gw.url.replace('http', 'ws');
     const imported = await api(gw, 'POST', '/v1/models', { name: 'silero', version: '5.0.0', source: { path: sileroPackage() } });
     assert.equal(imported.status, 201, imported.text);
-    const created = await api(gw, 'POST', '/v1/services', { name: 'vad', auth: 'none', websocket: true, versions: [{ model: 'silero' }] });
+    const created = await api(gw, 'POST', '/v1/services', { name: 'silero-stream', auth: 'none', websocket: true, versions: [{ model: 'silero' }] });
     assert.equal(created.status, 202, created.text);
+    await waitForService(gw, 'silero-stream', 'running');
     await waitForService(gw, 'vad', 'running');
     await waitForService(gw, 'fraud-token', 'running');
   });
@@ -179,7 +180,7 @@ describe('WebSocket streaming', () => {
     const session = await ort.InferenceSession.create(SILERO);
     const samples = audio(1, 40);
     const want = await sileroDirect(session, samples);
-    const c = await openWs(`${ws}/v1/infers/vad`);
+    const c = await openWs(`${ws}/v1/infers/silero-stream`);
     const got: number[] = [];
     for (let at = 0, k = 0; at < samples.length; at += CHUNK, k++) {
       const answer = nextMessages(c, 1);
@@ -200,8 +201,8 @@ describe('WebSocket streaming', () => {
     const a = audio(2, 24);
     const b = audio(3, 24);
     const [wantA, wantB] = [await sileroDirect(session, a), await sileroDirect(session, b)];
-    const ca = await openWs(`${ws}/v1/infers/vad`);
-    const cb = await openWs(`${ws}/v1/infers/vad`);
+    const ca = await openWs(`${ws}/v1/infers/silero-stream`);
+    const cb = await openWs(`${ws}/v1/infers/silero-stream`);
     const gotA: number[] = [];
     const gotB: number[] = [];
     for (let at = 0, k = 0; at < a.length; at += CHUNK, k++) {
@@ -229,9 +230,24 @@ describe('WebSocket streaming', () => {
     cb.close();
   });
 
+  test('the vad sample under models/ is served with WebSockets on, as npm start deploys it', async () => {
+    const session = await ort.InferenceSession.create(SILERO);
+    const samples = audio(5, 4);
+    const want = await sileroDirect(session, samples);
+    const c = await openWs(`${ws}/v1/infers/vad`);
+    const got: number[] = [];
+    for (let at = 0, k = 0; at < samples.length; at += CHUNK, k++) {
+      const answer = nextMessages(c, 1);
+      c.send(JSON.stringify(chunkMessage(`s${k}`, samples, at)));
+      got.push((await answer)[0].outputs[0].data[0]);
+    }
+    assert.deepEqual(got, want);
+    c.close();
+  });
+
   test('an HTTP POST to a streaming model still takes its state in the request', async () => {
     const samples = audio(4, 1);
-    const res = await fetch(`${gw.url}/v2/models/vad/infer`, {
+    const res = await fetch(`${gw.url}/v2/models/silero-stream/infer`, {
       method: 'POST',
       body: JSON.stringify({ inputs: [...chunkMessage('p', samples, 0).inputs, { name: 'state', shape: [2, 1, 128], datatype: 'FP32', data: new Array(256).fill(0) }] }),
       headers: { 'content-type': 'application/json' },
