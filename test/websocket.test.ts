@@ -156,6 +156,8 @@ describe('WebSocket streaming', () => {
     assert.ok(Buffer.isBuffer(bin), 'a binary frame is answered with a binary frame');
     const decoded = unpack(bin);
     assert.equal(decoded.id, 7);
+    assert.equal(text.id, 8, 'numeric ids are echoed as numbers');
+    assert.deepEqual(decoded.outputs[0].shape, [1, 1]);
     assert.deepEqual(decoded.outputs, text.outputs);
     c.close();
   });

@@ -23,7 +23,7 @@ const FROM_ORT: Record<ElementType, string> = Object.fromEntries(Object.entries(
 export const v2Datatype = (t: ElementType): string => FROM_ORT[t];
 
 interface RequestedOutput { index: number; binary: boolean }
-interface V2State { id: string | undefined; outputs: RequestedOutput[] }
+interface V2State { id: string | number | undefined; outputs: RequestedOutput[] }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !isList(v);
 
@@ -33,7 +33,9 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
   decode(body, sig, reply, binary) {
     const { inputs } = body;
     if (!Array.isArray(inputs) || inputs.length === 0) throw badRequest(`'inputs' must be a non-empty array of {"name", "shape", "datatype", "data"}`, 'WrongShape');
-    if (body['id'] !== undefined && typeof body['id'] !== 'string') throw badRequest(`'id' must be a string`, 'WrongShape');
+    // The protocol's id is a string; a number (a WebSocket client counting its messages) is echoed as given.
+    const id = body['id'];
+    if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') throw badRequest(`'id' must be a string (or a number), got ${id === null ? 'null' : typeof id}`, 'WrongShape');
     const tensors: (Tensor | undefined)[] = new Array(sig.inputs.length);
     let rows = -1;
     let fixedRows = -1;
@@ -85,7 +87,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
     }
     if (rows === 0) throw badRequest(`the batch is empty (dimension 0 is 0)`, 'Empty');
     if (rows < 0) rows = fixedRows > 0 ? fixedRows : 1;
-    const state: V2State = { id: body['id'] as string | undefined, outputs: requestedOutputs(body, sig) };
+    const state: V2State = { id: id as string | number | undefined, outputs: requestedOutputs(body, sig) };
     return { codec: openInference, request: { inputs: tensors as Tensor[], rows }, state, reply };
   },
 
