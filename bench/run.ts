@@ -8,6 +8,8 @@
 // BENCH_ONLY, BENCH_RESULTS (output path override), BENCH_TOOL=autocannon, BENCH_INSTALL=1,
 // BENCH_CCFRAUD_MODEL (model for fastify_ort; default models/ccfraud/model.onnx),
 // BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js).
+// The Arrow path (ort_bare_10k, infergate_arrow) is counted in rows/s: 10k-row tables through
+// infergate against bare onnxruntime-node running the same [10000, 29] batch back to back.
 // The proxy scenarios (nginx_proxy, infergate_proxy) need nginx: when it is missing (and
 // BENCH_INSTALL=1 as root cannot apt-get it) nginx_proxy is skipped, named in the output.
 //
@@ -18,7 +20,8 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { detectTool, killLoad, runLoad, type LoadResult } from './load.js';
+import { ARROW_ROWS, ARROW_STREAM, ccfraudTable, ccfraudValues, checkArrow, killBinaryLoad, runBinaryLoad, runOrtLoop, type Measurement } from './arrow-load.js';
+import { detectTool, killLoad, runLoad } from './load.js';
 import { aptInstall, onPath } from './tools.js';
 
 /** Repository root: this file runs as dist/bench/run.js. */
@@ -43,6 +46,7 @@ export interface ServerHandle {
 const live = new Set<ChildProcess>();
 process.on('exit', () => {
   killLoad();
+  killBinaryLoad();
   for (const c of live) c.kill('SIGKILL');
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -159,10 +163,10 @@ export function startServer(
   });
 }
 
-function benchServer(script: string, port: number): Promise<ServerHandle> {
+function benchServer(script: string, port: number, args: string[] = []): Promise<ServerHandle> {
   const file = join(DIST_BENCH, 'servers', script);
   if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`);
-  return startServer(process.execPath, [file, String(port)], /^listening (\d+)/, port);
+  return startServer(process.execPath, [file, String(port), ...args], /^listening (\d+)/, port);
 }
 
 // ---------------------------------------------------------------- bodies and checks
@@ -228,6 +232,10 @@ export interface Scenario {
   check?(server: ServerHandle): Promise<void>;
   /** why this scenario cannot run on this machine (a tool is missing), or undefined: it runs */
   unavailable?(): string | undefined;
+  /** rows each request carries: the scenario is also reported (and its ratios taken) in rows/s */
+  rowsPerRequest?: number;
+  /** a load of its own instead of wrk/autocannon on `body` (binary bodies, a loop without HTTP) */
+  load?(server: ServerHandle, seconds: number, connections: number): Promise<Measurement>;
 }
 
 export interface Ratio {
@@ -506,6 +514,66 @@ const INFERGATE_PROXY: Scenario = {
   check: (s) => checkProxied(s, PROXIED_PATH),
 };
 
+// ---------------------------------------------------------------- Arrow path (SPEC §14)
+//
+// 10k-row tables: infergate answering Arrow streams (in.tensor passed through, out.dense_1,
+// time, check_failures) against bare onnxruntime-node running the same [10000, 29] float32 batch
+// back to back in a process of its own. Both are counted in rows/s; each infergate request is one
+// model run of 10,000 rows (ccfraud's max_batch_size is 64, so a 10k-row request runs alone), the
+// batch size the bare loop runs.
+
+const ARROW_PATH = '/v1/api/pipelines/infer/ccfraud';
+let arrowBody: Uint8Array | undefined;
+const tableBody = (): Uint8Array => (arrowBody ??= ccfraudTable(ARROW_ROWS));
+
+/** dense_1 of a direct run of the table's rows, with the worker's session options. */
+async function ccfraudDirect(rows: number): Promise<Float32Array> {
+  const { default: ort } = await import('onnxruntime-node');
+  const model = resolve(ROOT, process.env.BENCH_CCFRAUD_MODEL ?? 'models/ccfraud/model.onnx');
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', ccfraudValues(rows), [rows, 29]) });
+  return out[session.outputNames[0]!]!.data as Float32Array;
+}
+
+const ORT_BARE_10K: Scenario = {
+  name: 'ort_bare_10k',
+  description: 'bare onnxruntime-node, one session (intraOpNumThreads 1), ccfraud [10000, 29] float32 run back to back in its own process (the Arrow baseline)',
+  start: async () => benchServer('ort-bare.js', await freePort(), [String(ARROW_ROWS)]),
+  path: '(in-process loop)',
+  body: '',
+  contentType: '',
+  connections: 1,
+  rowsPerRequest: ARROW_ROWS,
+  load: (s, seconds) => runOrtLoop(s.port, seconds),
+};
+
+const BARE_UWS_ARROW: Scenario = {
+  name: 'bare_uws_arrow',
+  description: `bare uWebSockets.js: reads the ${ARROW_ROWS.toLocaleString('en-US')}-row table, answers a constant Arrow stream of the size infergate answers (the transport ceiling)`,
+  start: async () => benchServer('bare-uws-arrow.js', await freePort(), [String(ARROW_ROWS)]),
+  path: '/infer',
+  body: '',
+  contentType: ARROW_STREAM,
+  connections: 4,
+  rowsPerRequest: ARROW_ROWS,
+  load: (s, seconds, connections) => runBinaryLoad({ port: s.port, path: '/infer', body: tableBody(), contentType: ARROW_STREAM, seconds, connections }),
+};
+
+const INFERGATE_ARROW: Scenario = {
+  name: 'infergate_arrow',
+  description: `infergate serve, ccfraud, ${ARROW_ROWS.toLocaleString('en-US')}-row Arrow IPC streams (tensor as FixedSizeList<Float32>[29]) in and out, 4 requests in flight, inference log on`,
+  start: () => startInfergate(null),
+  path: ARROW_PATH,
+  body: '',
+  contentType: ARROW_STREAM,
+  connections: 4,
+  rowsPerRequest: ARROW_ROWS,
+  async check(s) {
+    await checkArrow(s.port, ARROW_PATH, tableBody(), ARROW_ROWS, await ccfraudDirect(ARROW_ROWS));
+  },
+  load: (s, seconds, connections) => runBinaryLoad({ port: s.port, path: ARROW_PATH, body: tableBody(), contentType: ARROW_STREAM, seconds, connections }),
+};
+
 export const SCENARIOS: Scenario[] = [
   {
     name: 'bare_uws',
@@ -543,6 +611,9 @@ export const SCENARIOS: Scenario[] = [
     check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
   },
   SECURED,
+  ORT_BARE_10K,
+  BARE_UWS_ARROW,
+  INFERGATE_ARROW,
   // The proxy pair last and adjacent: the shared upstream runs from the first to the end.
   NGINX_PROXY,
   INFERGATE_PROXY,
@@ -554,13 +625,16 @@ export const RATIOS: Ratio[] = [
   { numerator: 'infergate_secured', denominator: 'infergate', target: 0.9, source: 'issue 4: auth + rules + limit on cost ≤ 10 %' },
   { numerator: 'infergate', denominator: 'infergate_unlogged', target: 0.95, source: 'SPEC §10: logging costs a few percent at most' },
   { numerator: 'infergate_proxy', denominator: 'nginx_proxy', target: 0.8, source: 'SPEC §14, proxy path' },
+  { numerator: 'infergate_arrow', denominator: 'ort_bare_10k', target: 0.5, source: 'SPEC §14, Arrow path (rows/s)' },
+  { numerator: 'bare_uws_arrow', denominator: 'ort_bare_10k', target: 0.5, source: 'the ceiling of the Arrow target: HTTP alone, moving the same bytes' },
+  { numerator: 'infergate_arrow', denominator: 'bare_uws_arrow', target: 0.6, source: 'Arrow path against its transport ceiling (the ONNX path asks 0.6 of its ceiling)' },
 ];
 
 // ---------------------------------------------------------------- run
 
 interface Measured {
   scenario: Scenario;
-  result: LoadResult;
+  result: Measurement;
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -577,12 +651,16 @@ const fmt = {
   ratio: (n: number): string => n.toFixed(2),
 };
 
+/** What a scenario's ratios compare: rows/s for scenarios that count rows, else requests/s. */
+const rate = (m: Measured): number => m.result.rps * (m.scenario.rowsPerRequest ?? 1);
+
 function table(rows: Measured[]): string[] {
-  const head = ['scenario', 'path', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors'];
+  const head = ['scenario', 'path', 'req/s', 'rows/s', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors'];
   const body = rows.map(({ scenario: s, result: r }) => [
     s.name,
     s.path,
     fmt.rps(r.rps),
+    s.rowsPerRequest ? fmt.rps(r.rps * s.rowsPerRequest) : '-',
     fmt.ms(r.p50_ms),
     fmt.ms(r.p99_ms),
     String(r.non2xx),
@@ -602,7 +680,7 @@ interface RatioLine {
 }
 
 function ratios(rows: Measured[]): RatioLine[] {
-  const rps = new Map(rows.map((m) => [m.scenario.name, m.result.rps]));
+  const rps = new Map(rows.map((m) => [m.scenario.name, rate(m)]));
   return RATIOS.map((ratio) => {
     const a = rps.get(ratio.numerator);
     const b = rps.get(ratio.denominator);
@@ -619,7 +697,7 @@ function ratioText(l: RatioLine): string {
     : `${name}: ${fmt.ratio(l.value)}  (target ≥ ${l.ratio.target}) ${l.verdict}`;
 }
 
-async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<LoadResult> {
+async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<Measurement> {
   const connections = s.connections ?? defaultConnections;
   console.log(`\n== ${s.name}: ${s.description}`);
   const server = await s.start();
@@ -630,15 +708,16 @@ async function measure(s: Scenario, seconds: number, warmup: number, defaultConn
       console.log('   check: ok');
     }
     const load = { port: server.port, path: s.path, body: s.body, contentType: s.contentType, headers: s.headers ?? {}, connections };
+    const run = (secs: number): Promise<Measurement> => (s.load ? s.load(server, secs, connections) : runLoad({ ...load, seconds: secs }));
     console.log(`   warm-up ${warmup} s`);
-    await runLoad({ ...load, seconds: warmup });
+    await run(warmup);
     if (server.dead) throw new Error(`${s.name} died during warm-up; its output:\n${server.tail()}`);
     console.log(`   measuring ${seconds} s, ${connections} connections`);
-    const result = await runLoad({ ...load, seconds });
+    const result = await run(seconds);
     if (server.dead) throw new Error(`${s.name} died during the measurement; its output:\n${server.tail()}`);
     console.log(
-      `   ${fmt.rps(result.rps)} req/s  p50 ${fmt.ms(result.p50_ms)} ms  p99 ${fmt.ms(result.p99_ms)} ms  ` +
-        `non-2xx ${result.non2xx}  errors ${result.errors}`,
+      `   ${fmt.rps(result.rps)} req/s${s.rowsPerRequest ? ` (${fmt.rps(result.rps * s.rowsPerRequest)} rows/s)` : ''}  ` +
+        `p50 ${fmt.ms(result.p50_ms)} ms  p99 ${fmt.ms(result.p99_ms)} ms  non-2xx ${result.non2xx}  errors ${result.errors}`,
     );
     if (result.non2xx > 0 || result.errors > 0) {
       console.log(`   WARNING: ${s.name} had ${result.non2xx} non-2xx answers and ${result.errors} socket errors`);
@@ -692,6 +771,10 @@ function resultsMarkdown(
     `- Load: ${opts.connections} connections, ${opts.tool.startsWith('wrk') ? '1 wrk thread' : 'autocannon in the bench process (latency in whole ms)'}, ${opts.warmup} s warm-up then ${opts.seconds} s measured per scenario; ` +
       'batch-1 pandas-records body (`[{"tensor":[29 floats]}]`, `application/json; format=pandas-records`); ' +
       'servers run one at a time on 127.0.0.1, the load generator on the same machine',
+    ...(rows.some((m) => m.scenario.rowsPerRequest)
+      ? ['- Arrow path: 10,000-row ccfraud tables (an IPC stream, `tensor` as FixedSizeList<Float32>[29], 1.16 MB) with the connections each scenario names; ' +
+          '`ort_bare_10k` is an onnxruntime-node loop without HTTP (its "requests" are model runs). Ratios of scenarios that count rows are taken in rows/s']
+      : []),
     ...programs(rows),
     ...(overrides().length ? [`- Overrides: ${overrides().join(', ')}`] : []),
     '',

@@ -164,6 +164,25 @@ describe('Arrow tables', () => {
       assert.ok(runs < requests.length, `requests were merged: ${requests.length} requests in ${runs} model runs`);
     });
 
+    test('tables over 64 KiB, whose body copies are reused once answered, each get their own rows, Arrow or JSON answers', async () => {
+      // 700 rows × 29 float32 is 81 KB: copied into the spare buffers, four requests at a time.
+      for (let wave = 0; wave < 4; wave++) {
+        await Promise.all(Array.from({ length: 4 }, async (_, k) => {
+          const data = fraudRows(700, 500 + wave * 10 + k);
+          const json = (wave + k) % 3 === 0;
+          const a = await postBytes(fraudUrl, ipc({ tensor: fixedFloat32(data) }, 'stream'), ARROW_STREAM, json ? { accept: 'application/json' } : {});
+          if (json) {
+            assert.equal(a.status, 200, a.text);
+            assert.deepEqual(a.json.map((r: { in: { tensor: number[] } }) => r.in.tensor), data);
+            return;
+          }
+          const t = ok(a, ARROW_STREAM);
+          assert.deepEqual(columnValues(t, 'in.tensor'), data, `wave ${wave}, request ${k}`);
+          assert.deepEqual(columnValues(t, 'out.dense_1'), await fraudDirect(data), `wave ${wave}, request ${k}`);
+        }));
+      }
+    });
+
     test('a 10,000-row table in three record batches answers every row, in batches aligned with the request', async () => {
       const big = fraudRows(10_000, 99);
       const a = await postBytes(`${gw.url}/v1/infers/ccfraud`, ipc({ tensor: fixedFloat32(big) }, 'stream', 4000), ARROW_STREAM);

@@ -15,11 +15,24 @@ export class ArrowEcho implements RecordsEcho {
   /** First table row of each record batch, and one past the last. */
   private readonly starts: number[];
 
-  constructor(readonly table: Table) {
+  private released = false;
+
+  constructor(
+    readonly table: Table,
+    /** The copy of the request body the table's columns are views into. */
+    readonly bytes: Uint8Array,
+  ) {
     this.names = table.schema.fields.map((f) => f.name);
     this.keys = this.names.map((n) => JSON.stringify(n));
     this.starts = [0];
     for (const b of table.batches) this.starts.push(this.starts[this.starts.length - 1]! + b.numRows);
+  }
+
+  /** The body copy, for reuse: the table must not be read after this. */
+  release(): Uint8Array {
+    if (this.released) throw new Error('an Arrow request was answered twice');
+    this.released = true;
+    return this.bytes;
   }
 
   json(r: number): string {

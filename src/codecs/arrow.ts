@@ -41,7 +41,8 @@ function expectation(sig: ModelSignature): string {
 
 /** Arrow IPC (file or stream) → a records request (SPEC §5.2): columns are record fields. */
 export function decodeArrow(body: Uint8Array, kind: ArrowKind, sig: ModelSignature, reply: WireFormat): Decoded {
-  const table = readTable(body, kind);
+  const bytes = bodyCopy(body);
+  const table = readTable(bytes, kind);
   const fields = table.schema.fields;
   if (fields.length === 0) {
     throw badRequest(`the Arrow ${noun(kind)} has no columns (an empty schema, or not Arrow IPC at all); send one column per model input: ${expectation(sig)}`, 'BadArrow');
@@ -59,14 +60,43 @@ export function decodeArrow(body: Uint8Array, kind: ArrowKind, sig: ModelSignatu
     const unknown = names.find((n) => !sig.inputIndex.has(n))!;
     throw badRequest(`column '${unknown}': unknown column; expected ${expectation(sig)}`, 'UnknownField');
   }
-  return recordsDecoded(request, new ArrowEcho(table), reply);
+  return recordsDecoded(request, new ArrowEcho(table, bytes), reply);
 }
 
-function readTable(body: Uint8Array, kind: ArrowKind): Table {
-  if (body.length === 0) throw badRequest(`the request body is empty; send an Arrow IPC ${noun(kind)}`, 'Empty');
-  // A copy: the body's bytes are reused once decoding returns, and the table (views into these
-  // bytes) is echoed after the run. (Buffer#slice would be a view.)
-  const bytes = new Uint8Array(body);
+/**
+ * Spare buffers for body copies. The body's bytes are reused once decoding returns, and the table
+ * (views into the copy) is echoed after the run, so the body is copied; a 10k-row table is over a
+ * megabyte, and a fresh buffer per request showed in the profile as page faults and collections.
+ * A copy comes back when its Arrow answer is written; one whose request ends otherwise (a JSON
+ * answer, an error) is left to the collector.
+ */
+const spares: ArrayBuffer[] = [];
+const MAX_SPARES = 4;
+const POOLED_BYTES = 64 * 1024;
+
+function bodyCopy(body: Uint8Array): Uint8Array {
+  if (body.length < POOLED_BYTES) return new Uint8Array(body); // (Buffer#slice would be a view)
+  let buf: ArrayBuffer | undefined;
+  for (let i = spares.length - 1; i >= 0; i--) {
+    const b = spares[i]!;
+    if (b.byteLength >= body.length && b.byteLength <= 2 * body.length) {
+      buf = b;
+      spares.splice(i, 1);
+      break;
+    }
+  }
+  // Rounded up, so bodies of about the same size share buffers.
+  const copy = new Uint8Array(buf ?? new ArrayBuffer(Math.ceil(body.length / POOLED_BYTES) * POOLED_BYTES), 0, body.length);
+  copy.set(body);
+  return copy;
+}
+
+function spare(bytes: Uint8Array): void {
+  if (bytes.byteLength >= POOLED_BYTES && spares.length < MAX_SPARES && bytes.buffer instanceof ArrayBuffer) spares.push(bytes.buffer);
+}
+
+function readTable(bytes: Uint8Array, kind: ArrowKind): Table {
+  if (bytes.length === 0) throw badRequest(`the request body is empty; send an Arrow IPC ${noun(kind)}`, 'Empty');
   try {
     guardIpc(bytes);
     return tableFromIPC(bytes);
@@ -314,7 +344,14 @@ export function encodeArrow(decoded: Decoded, result: InferResult, sig: ModelSig
   } else {
     batches.push(recordBatch(schema, rows, [time, ...(echo ? echo.table.batches[0]!.data.children : ins!), ...outs, checks]));
   }
-  return { body: tableToIPC(new Table(schema, batches), kind === 'arrow-file' ? 'file' : 'stream'), contentType: CONTENT_TYPES[kind] };
+  let body = tableToIPC(new Table(schema, batches), kind === 'arrow-file' ? 'file' : 'stream');
+  if (echo) {
+    // The answer is a copy (apache-arrow joins its chunks into one buffer) unless it collapsed into
+    // a view of the request's bytes, which are about to be reused.
+    if (body.buffer === echo.bytes.buffer) body = body.slice();
+    spare(echo.release());
+  }
+  return { body, contentType: CONTENT_TYPES[kind] };
 }
 
 function recordBatch(schema: Schema, rows: number, children: Data[]): RecordBatch {
