@@ -8,7 +8,7 @@ import {
   ARROW_FILE, ARROW_STREAM, columnNames, columnType, columnValues, fixedFloat32, ipc, listFloat64, postBytes, readTable, vector, type ArrowAnswer,
 } from './helpers/arrow.js';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, creditRiskFeeds, fraudRow, prng, rows, runDirect } from './helpers/direct.js';
-import { metric, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, metric, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
 
 /**
  * Arrow tables in and out (SPEC §5.2): every answer is compared with a direct ONNX Runtime run and
@@ -251,6 +251,52 @@ describe('Arrow tables', () => {
       assert.deepEqual(columnValues(t, 'in.CheckingStatus'), WML_VALUES.map((r) => [r[0]]));
       assert.deepEqual(columnValues(t, 'in.LoanDuration'), WML_VALUES.map((r) => [r[1]]));
       assert.deepEqual(columnValues(t, 'out.prediction'), (await creditDirect(WML_VALUES)).labels);
+    });
+  });
+
+  describe('the inference log as an Arrow table (Accept: arrow file or stream)', () => {
+    /** A pandas-records log record flattened the way the Arrow page names its columns. */
+    const flat = (rec: Record<string, unknown>): Record<string, unknown> => {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(rec)) {
+        if (k !== 'check_failures' && v !== null && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) out[`${k}.${k2}`] = v2;
+        else out[k] = v;
+      }
+      return out;
+    };
+    const logs = (service: string, body: unknown, accept: string) =>
+      postBytes(`${gw.url}/v1/services/${service}/logs`, JSON.stringify(body), 'application/json', { accept, 'x-auth-token': ADMIN_TOKEN });
+
+    test('a page of iris records as an Arrow file holds the JSON page\'s records, column by column', async () => {
+      for (let i = 0; i < 3; i++) {
+        const a = await postJson(`${gw.url}/v1/infers/iris`, { data: { req_data: IRIS.slice(i, i + 2).map((r) => Object.fromEntries(IRIS_FEATURES.map((f, k) => [f, r[k]!]))) } });
+        assert.equal(a.status, 200, a.text);
+      }
+      const query = { order: 'Asc', page_size: 3, start_time: new Date(Date.now() - 600_000).toISOString() };
+      const json = await logs('iris', query, 'application/json');
+      assert.equal(json.status, 200, json.text);
+      const arrow = await logs('iris', query, ARROW_FILE);
+      const t = ok(arrow, ARROW_FILE);
+      assert.equal(arrow.headers.get('x-iteration-status'), json.headers.get('x-iteration-status'));
+      assert.equal(arrow.headers.get('x-iteration-cursor'), json.headers.get('x-iteration-cursor'));
+      const records = (json.json as Record<string, unknown>[]).map(flat);
+      assert.equal(t.numRows, records.length);
+      assert.deepEqual(columnNames(t), Object.keys(records[0]!));
+      assert.equal(columnType(t, 'time'), 'Timestamp<MILLISECOND>');
+      assert.equal(columnType(t, 'out.predictresult'), 'List<Utf8>');
+      for (const name of columnNames(t)) {
+        const want = records.map((r) => r[name] ?? null);
+        assert.deepEqual(columnValues(t, name), want, `column ${name}`);
+      }
+    });
+
+    test('Accept: arrow.stream answers a stream; other types are 406', async () => {
+      const t = ok(await logs('ccfraud', { page_size: 5 }, ARROW_STREAM), ARROW_STREAM);
+      assert.ok(t.numRows >= 1 && t.numRows <= 5, `${t.numRows} rows`);
+      assert.ok(columnNames(t).includes('out.dense_1'));
+      const csv = await logs('ccfraud', {}, 'text/csv');
+      assert.equal(csv.status, 406, csv.text);
+      assert.equal(csv.json.error_code, 'IG.406.NotAcceptable');
     });
   });
 

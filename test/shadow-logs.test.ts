@@ -159,9 +159,9 @@ describe('shadow traffic, A/B and the inference log', () => {
       assert.equal(a.status, 400, `${JSON.stringify(body)}: ${a.text}`);
       assert.match(a.json.error_msg, msg, JSON.stringify(body));
     }
-    const arrow = await logs('ab', {}, { accept: 'application/vnd.apache.arrow.file' });
-    assert.equal(arrow.status, 406);
-    assert.match(arrow.json.error_msg, /the inference log is served as application\/json \(pandas records\); Accept was 'application\/vnd\.apache\.arrow\.file'/);
+    const csv = await logs('ab', {}, { accept: 'text/csv' });
+    assert.equal(csv.status, 406);
+    assert.match(csv.json.error_msg, /the inference log is served as application\/json \(pandas records\) or as an Arrow table \(application\/vnd\.apache\.arrow\.file or \.stream\); Accept was 'text\/csv'/);
     const noService = await logs('nope');
     assert.equal(noService.status, 404);
   });

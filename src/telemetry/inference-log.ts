@@ -1,5 +1,6 @@
 import { decodeBody } from '../codecs/index.js';
 import { tensorJson } from '../codecs/jsonvalues.js';
+import { replyFormat } from '../codecs/media.js';
 import type { ServedBy } from '../codecs/types.js';
 import { badRequest, GatewayError } from '../errors.js';
 import type { ModelSignature } from '../runtime/onnx/signature.js';
@@ -435,9 +436,11 @@ export function parseLogQuery(b: Record<string, unknown>): LogQuery {
   return { start, end, order, pageSize, cursor };
 }
 
-/** Arrow pages come with the Arrow codec; until then the log answers JSON only. */
-export function checkLogAccept(accept: string): void {
-  const a = accept.toLowerCase();
-  if (a === '' || a.includes('application/json') || a.includes('*/*')) return;
-  throw new GatewayError(406, 'NotAcceptable', `the inference log is served as application/json (pandas records); Accept was '${accept}'`);
+/** The page's encoding by Accept: pandas-records JSON, or the same records as an Arrow table (file or stream). */
+export function checkLogAccept(accept: string): 'json' | 'arrow-file' | 'arrow-stream' {
+  const f = replyFormat(accept, 'json');
+  const json = accept === '' || /application\/json|\*\/\*|application\/\*/i.test(accept);
+  if (f === 'arrow-file' || f === 'arrow-stream' || (f === 'json' && json)) return f;
+  if (json) return 'json';
+  throw new GatewayError(406, 'NotAcceptable', `the inference log is served as application/json (pandas records) or as an Arrow table (application/vnd.apache.arrow.file or .stream); Accept was '${accept}'`);
 }
