@@ -42,7 +42,16 @@ function expectation(sig: ModelSignature): string {
 /** Arrow IPC (file or stream) → a records request (SPEC §5.2): columns are record fields. */
 export function decodeArrow(body: Uint8Array, kind: ArrowKind, sig: ModelSignature, reply: WireFormat): Decoded {
   const bytes = bodyCopy(body);
-  const table = readTable(bytes, kind);
+  try {
+    return bind(readTable(bytes, kind), bytes, kind, sig, reply);
+  } catch (err) {
+    // A refused table is not read again: its copy serves the next request.
+    spare(bytes);
+    throw err;
+  }
+}
+
+function bind(table: Table, bytes: Uint8Array, kind: ArrowKind, sig: ModelSignature, reply: WireFormat): Decoded {
   const fields = table.schema.fields;
   if (fields.length === 0) {
     throw badRequest(`the Arrow ${noun(kind)} has no columns (an empty schema, or not Arrow IPC at all); send one column per model input: ${expectation(sig)}`, 'BadArrow');
