@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MISCHIEF_HOOK, cueRow, makeModelsDir } from './helpers/fixtures.js';
 import { fraudRow, prng, rows, runDirect } from './helpers/direct.js';
-import { metric, postJson, startGateway, until, type RunningGateway } from './helpers/gateway.js';
+import { metric, postJson, startGateway, tempDir, until, type RunningGateway } from './helpers/gateway.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import ort from 'onnxruntime-node';
 
 const PANDAS = 'application/json; format=pandas-records';
@@ -87,6 +89,25 @@ describe('graceful shutdown', () => {
     assert.equal(answer.json[0].out.dense_1.length, 1);
     assert.equal(await gw.exited, 0);
     await assert.rejects(fetch(`${gw.url}/healthz`), 'the listener is closed');
+  });
+
+  test('a run whose client left is let finish before the workers go', async () => {
+    const marker = path.join(tempDir('run-marker-'), 'finished');
+    // Blocks the worker for a second, then leaves a mark: the run was not cut off by the shutdown.
+    const hook = `exports.preprocess = function (feeds) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+  require('fs').writeFileSync(${JSON.stringify(marker)}, 'done');
+  return feeds;
+};`;
+    const gw = await startGateway({ modelsDir: makeModelsDir({ slow: { from: 'ccfraud', hook, config: { batching: { max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: 2 } } } }) });
+    const gone = new AbortController();
+    const left = fetch(`${gw.url}/v1/infers/slow`, { method: 'POST', body: JSON.stringify([{ tensor: cueRow(0.5) }]), headers: { 'content-type': PANDAS }, signal: gone.signal }).catch((e: Error) => e);
+    await until('the batch to run', async () => (await running(gw.url)) === 1);
+    gone.abort();
+    assert.ok((await left) instanceof Error);
+    gw.proc.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+    assert.ok(existsSync(marker), 'the run finished before the gateway exited');
   });
 });
 

@@ -45,6 +45,9 @@ export class Batcher {
   private scheduled = false;
   private delayTimer: NodeJS.Timeout | null = null;
   private readonly flushBound = (): void => this.flush();
+  /** Closing: nothing new is taken, and `idleWaiters` hear when the last running batch is done. */
+  private closing = false;
+  private idleWaiters: (() => void)[] = [];
   /** Inner row dimensions vary per request for some inputs, so only equal ones may merge. */
   private readonly variableRows: boolean;
 
@@ -70,6 +73,10 @@ export class Batcher {
   }
 
   submit(job: Job): void {
+    if (this.closing) {
+      job.reject(new GatewayError(503, 'ShuttingDown', `${this.label} is shutting down; retry on another version or instance`));
+      return;
+    }
     if (this.depth >= this.cfg.max_queue_size) {
       job.reject(new GatewayError(503, 'QueueFull', `${this.label}: the queue is full (${this.cfg.max_queue_size} requests waiting); retry later`));
       return;
@@ -84,6 +91,7 @@ export class Batcher {
 
   private flush(): void {
     this.scheduled = false;
+    if (this.closing) return;
     while (this.inflight < this.capacity) {
       this.dropCancelled();
       if (this.depth === 0) break;
@@ -173,6 +181,31 @@ export class Batcher {
       for (const j of jobs) if (!j.cancelled) j.reject(gerr);
     }
     if (this.depth > 0) this.flush();
+    else if (this.inflight === 0 && this.idleWaiters.length) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * Stops taking jobs and resolves once no batch is running: a worker terminated in the middle of a
+   * session run can take the process down with it. Jobs still queued (their callers gone or not)
+   * are refused with 503.
+   */
+  close(): Promise<void> {
+    this.closing = true;
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    this.delayTimer = null;
+    const refused = new GatewayError(503, 'ShuttingDown', `${this.label} is shutting down; retry on another version or instance`);
+    while (this.head < this.queue.length) {
+      const j = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Job;
+      if (!j.cancelled) j.reject(refused);
+    }
+    this.compact();
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private deliver(jobs: Job[], offsets: number[], startedAt: number, res: RunResult): void {

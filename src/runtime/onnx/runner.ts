@@ -24,6 +24,9 @@ export interface OnnxVersionOptions {
   observer: BatchObserver;
 }
 
+/** How long closing waits for running batches before the workers are terminated anyway. */
+const CLOSE_WAIT_MS = 30_000;
+
 /** Batches that may be in a worker at once: the main thread prepares the next while one runs. */
 const TASKS_PER_WORKER = 2;
 const WORKER_FILE = new URL('./worker.js', import.meta.url);
@@ -88,7 +91,12 @@ export class OnnxRunner {
     return this.batcher.running;
   }
 
+  /** Lets running batches finish before the workers go (bounded: a stuck run does not hold shutdown forever). */
   async close(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+    await Promise.race([this.batcher.close(), bound]);
+    clearTimeout(timer);
     await this.pool.destroy();
   }
 }
