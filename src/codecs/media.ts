@@ -12,6 +12,8 @@ export const SUPPORTED_MEDIA =
 const BY_MEDIA: ReadonlyMap<string, WireFormat | 'multipart'> = new Map([
   ['', 'json'],
   ['application/json', 'json'],
+  // Wallaroo's own Content-Type, exactly as its clients send it: found without parsing.
+  ['application/json; format=pandas-records', 'json'],
   ['text/json', 'json'],
   ['application/msgpack', 'msgpack'],
   ['application/x-msgpack', 'msgpack'],

@@ -19,14 +19,18 @@ export interface Reply {
   close?: boolean;
 }
 
-/** Writes a whole reply in one corked batch; the caller guarantees `res` is still valid. */
+/**
+ * Writes a whole reply in one corked batch; the caller guarantees `res` is still valid. The status
+ * line and the headers go in one native call (each call converts its strings to UTF-8): uWebSockets.js
+ * writes `HTTP/1.1 <status>\r\n` verbatim, so the header lines ride along. None can carry a stray
+ * CR or LF: the values are the gateway's own, and a client's request id passed uWebSockets.js' parser.
+ */
 export function writeReply(res: HttpResponse, reply: Reply, requestId: string, modelVersion: string | null): void {
+  let head = `${statusLine(reply.status)}\r\nContent-Type: ${reply.contentType}\r\nX-Request-Id: ${requestId}`;
+  if (modelVersion) head += `\r\nX-Model-Version: ${modelVersion}`;
+  if (reply.headers) for (const k in reply.headers) head += `\r\n${k}: ${reply.headers[k]!}`;
   res.cork(() => {
-    res.writeStatus(statusLine(reply.status));
-    res.writeHeader('Content-Type', reply.contentType);
-    res.writeHeader('X-Request-Id', requestId);
-    if (modelVersion) res.writeHeader('X-Model-Version', modelVersion);
-    if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
+    res.writeStatus(head);
     res.end(reply.body, reply.close === true);
   });
 }
