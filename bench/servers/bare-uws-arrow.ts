@@ -7,7 +7,7 @@
 // Usage: node dist/bench/servers/bare-uws-arrow.js <port> [rows]   (rows default 10000)
 // Prints `listening <port>` on stdout when ready.
 import { Field, FixedSizeList, Float32, List, Null, Table, TimestampMillisecond, makeData, makeVector, tableToIPC } from 'apache-arrow';
-import uWS from 'uWebSockets.js';
+import { serveConstant } from './constant.js';
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 9005);
 const rows = Number(process.argv[3] ?? 10_000);
@@ -25,35 +25,4 @@ const ANSWER = tableToIPC(new Table({
   check_failures: makeVector(makeData({ type: new List(new Field('item', new Null(), true)), length: rows, valueOffsets: new Int32Array(rows + 1), child: makeData({ type: new Null(), length: 0 }) })),
 }), 'stream');
 
-const app = uWS.App().post('/*', (res) => {
-  let aborted = false;
-  const chunks: Buffer[] = [];
-  res.onAborted(() => {
-    aborted = true;
-  });
-  res.onData((chunk, isLast) => {
-    // The ArrayBuffer is only valid inside this callback: copy it.
-    chunks.push(Buffer.from(new Uint8Array(chunk)));
-    if (!isLast || aborted) return;
-    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    void body; // read, deliberately not parsed
-    res.cork(() => {
-      res.writeStatus('200 OK').writeHeader('content-type', 'application/vnd.apache.arrow.stream').end(ANSWER);
-    });
-  });
-});
-
-app.listen('127.0.0.1', port, (token) => {
-  if (!token) {
-    console.error(`bare-uws-arrow: could not listen on 127.0.0.1:${port}`);
-    process.exit(1);
-  }
-  console.log(`listening ${port}`);
-});
-
-const stop = (): void => {
-  app.close();
-  process.exit(0);
-};
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+serveConstant({ name: 'bare-uws-arrow', port, contentType: 'application/vnd.apache.arrow.stream', answer: ANSWER });
