@@ -458,3 +458,32 @@ function ipcOf(fields: Field[], columns: Data[]): Uint8Array {
   const batch = new RecordBatch(schema, makeData({ type: new Struct(fields), length: columns[0]!.length, nullCount: 0, children: columns }));
   return tableToIPC(new Table(schema, [batch]), 'stream');
 }
+
+describe('the Arrow codec, loaded on first use', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway();
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('a fresh gateway\'s first Arrow need may be an answer (Accept) or a log page, not a body', async () => {
+    const row = fraudRow(prng(31));
+    const a = await postBytes(`${gw.url}/v1/infers/ccfraud`, JSON.stringify([{ tensor: row }]), 'application/json; format=pandas-records', { accept: ARROW_STREAM });
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.headers.get('content-type'), ARROW_STREAM);
+    const t = readTable(a.bytes);
+    assert.equal(t.numRows, 1);
+    assert.deepEqual(columnNames(t), ['time', 'in.tensor', 'out.dense_1', 'check_failures']);
+    const fresh = await startGateway();
+    try {
+      await postJson(`${fresh.url}/v1/infers/ccfraud`, [{ tensor: row }], 'application/json; format=pandas-records');
+      const page = await postBytes(`${fresh.url}/v1/services/ccfraud/logs`, '{}', 'application/json', { 'x-auth-token': ADMIN_TOKEN, accept: ARROW_FILE });
+      assert.equal(page.status, 200, page.text);
+      assert.equal(readTable(page.bytes).numRows, 1);
+    } finally {
+      await fresh.stop();
+    }
+  });
+});

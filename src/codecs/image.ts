@@ -1,4 +1,4 @@
-import sharp from 'sharp';
+import type sharpModule from 'sharp';
 import { badRequest, GatewayError } from '../errors.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
@@ -20,8 +20,16 @@ export interface ImagePart {
   bytes: Uint8Array;
 }
 
-// Each upload is decoded once: sharp's operation cache would only hold clients' images in memory.
-sharp.cache(false);
+/** sharp (libvips) takes ~11 MB once loaded: it is loaded with the first image, not at start. */
+let sharpLoaded: Promise<typeof sharpModule> | null = null;
+function loadSharp(): Promise<typeof sharpModule> {
+  sharpLoaded ??= import('sharp').then((m) => {
+    // Each upload is decoded once: sharp's operation cache would only hold clients' images in memory.
+    m.default.cache(false);
+    return m.default;
+  });
+  return sharpLoaded;
+}
 
 /** Images per request: each costs a decode on the thread pool. */
 export const MAX_IMAGES = 256;
@@ -149,6 +157,7 @@ async function decode(part: ImagePart, pre: ImageSpec, channels: number): Promis
   try {
     const input = Buffer.from(part.bytes.buffer, part.bytes.byteOffset, part.bytes.byteLength);
     const opts = { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 };
+    const sharp = await loadSharp();
     const meta = await sharp(input, opts).metadata();
     // EXIF orientations 5–8 swap width and height.
     const w = meta.autoOrient?.width ?? meta.width;

@@ -1,7 +1,7 @@
 import { badRequest, GatewayError } from '../errors.js';
 import type { ModelSignature } from '../runtime/onnx/signature.js';
 import type { InferResult } from '../runtime/types.js';
-import { decodeArrow, encodeArrow } from './arrow.js';
+import { arrowCodec, loadArrowCodec } from './arrow-lazy.js';
 import { bodyFormat, CONTENT_TYPES, replyFormat, type BodyFormat } from './media.js';
 import { decodeMultipart } from './multipart.js';
 import { modelArts } from './modelarts.js';
@@ -31,11 +31,26 @@ export function decodeBody(body: Uint8Array, meta: BodyMeta, sig: ModelSignature
   return decodeAs(format, body, meta, sig);
 }
 
-/** Every format, multipart included: a Promise only where decoding must wait (images). */
+/** Every format, multipart included: a Promise only where decoding must wait (images, the Arrow codec's first load). */
 export function decodeRequest(body: Uint8Array, meta: BodyMeta, sig: ModelSignature): Decoded | Promise<Decoded> {
   const format = bodyFormat(meta.contentType, meta.inferenceHeaderLength);
-  if (format === 'multipart') return decodeMultipart(body, meta.contentType, sig, replyFormat(meta.accept ?? '', format));
+  const reply = replyFormat(meta.accept ?? '', format);
+  if (!arrowCodec() && (isArrow(format) || isArrow(reply))) {
+    // The body is the caller's only until this returns.
+    const kept = Buffer.from(body);
+    return loadArrowCodec().then(() => decodeRequest(kept, meta, sig));
+  }
+  if (format === 'multipart') return decodeMultipart(body, meta.contentType, sig, reply);
   return decodeAs(format, body, meta, sig);
+}
+
+const isArrow = (f: BodyFormat): boolean => f === 'arrow-file' || f === 'arrow-stream';
+
+/** The Arrow codec, loaded by decodeRequest before any Arrow body or answer is needed. */
+function arrow(): NonNullable<ReturnType<typeof arrowCodec>> {
+  const codec = arrowCodec();
+  if (!codec) throw new GatewayError(500, 'Internal', 'the Arrow codec is not loaded');
+  return codec;
 }
 
 function decodeAs(format: Exclude<BodyFormat, 'multipart'>, body: Uint8Array, meta: BodyMeta, sig: ModelSignature): Decoded {
@@ -49,7 +64,7 @@ function decodeAs(format: Exclude<BodyFormat, 'multipart'>, body: Uint8Array, me
       return decodeJson(body, meta.contentType, sig, reply);
     case 'arrow-file':
     case 'arrow-stream':
-      return decodeArrow(body, format, sig, reply);
+      return arrow().decodeArrow(body, format, sig, reply);
   }
 }
 
@@ -87,7 +102,7 @@ function encodeAs(format: WireFormat, decoded: Decoded, result: InferResult, sig
       return { body: packValue(decoded.codec.value(decoded, result, sig, by)), contentType: CONTENT_TYPES.msgpack };
     case 'arrow-file':
     case 'arrow-stream':
-      return encodeArrow(decoded, result, sig, by, format);
+      return arrow().encodeArrow(decoded, result, sig, by, format);
   }
 }
 

@@ -12,7 +12,7 @@ import { Access, tokenOf } from '../auth/access.js';
 import { roleAllows, type Capability } from '../auth/identity.js';
 import type { Principal } from '../auth/tokens.js';
 import { checkLogAccept, parseLogQuery } from '../telemetry/inference-log.js';
-import { logPageArrow } from '../codecs/arrow-log.js';
+import { loadArrowLog } from '../codecs/arrow-lazy.js';
 import { CONTENT_TYPES } from '../codecs/media.js';
 import type { Endpoint } from '../runtime/image/runner.js';
 
@@ -110,13 +110,13 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
   route('post', '/v1/services/:id/stop', 'write', 'service', (c) => json(202, services.stop(c.serviceId)));
   route('post', '/v1/services/:id/restart', 'write', 'service', (c) => json(202, services.restart(c.serviceId)));
   route('get', '/v1/services/:id/events', 'read', 'service', (c) => json(200, { events: services.eventsOf(c.serviceId) }));
-  route('post', '/v1/services/:id/logs', 'read', 'service', (c) => {
+  route('post', '/v1/services/:id/logs', 'read', 'service', async (c) => {
     const format = checkLogAccept(c.accept);
     const text = c.body!.length ? c.body! : Buffer.from('{}');
     const page = services.logOf(c.serviceId).query(parseLogQuery(parseJsonObject(text, 'POST /v1/services/{id}/logs')));
     const headers: Record<string, string> = { 'x-iteration-status': page.status };
     if (page.cursor !== null) headers['x-iteration-cursor'] = page.cursor;
-    if (format !== 'json') return { status: 200, contentType: CONTENT_TYPES[format], body: logPageArrow(page.body, format), headers };
+    if (format !== 'json') return { status: 200, contentType: CONTENT_TYPES[format], body: (await loadArrowLog()).logPageArrow(page.body, format), headers };
     return { status: 200, contentType: 'application/json; format=pandas-records', body: page.body, headers };
   }, 'json');
 
