@@ -151,6 +151,30 @@ describe('image models (SPEC §8.2)', () => {
     }
   });
 
+  test('an answer head with a bare LF inside a line is refused with 502, not passed on; 204 goes out without a length', async () => {
+    await deploy(gw, 'knobs-split', knobsPackage());
+    const a = await raw(`${gw.url}/v1/infers/knobs-split/split`);
+    assert.equal(a.status, 502);
+    assert.equal(a.headers['set-cookie'], undefined);
+    assert.match(JSON.parse(a.body.toString()).error_msg, /not valid HTTP\/1\.1: a bare CR, LF or NUL inside the response head/);
+    const empty = await raw(`${gw.url}/v1/infers/knobs-split/status?code=204`);
+    assert.equal(empty.status, 204);
+    assert.equal(empty.headers['content-length'], undefined);
+    // A rule's setting travels as a header: it must be one.
+    const bad = await api(gw, 'POST', '/v1/services', {
+      name: 'knobs-badsetting', auth: 'none', versions: [{ model: 'knobs-split' }],
+      rules: [{ condition: "#HEADER_a == 'b'", version: '0.0.1', setting_name: 'x-a\r\nx-b', setting_value: 'v' }],
+    });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error_msg, /rules\[0\]\.setting_name must be a header name/);
+    const badValue = await api(gw, 'POST', '/v1/services', {
+      name: 'knobs-badsetting', auth: 'none', versions: [{ model: 'knobs-split' }],
+      rules: [{ condition: "#HEADER_a == 'b'", version: '0.0.1', setting_name: 'x-a', setting_value: 'v\nx-b: 1' }],
+    });
+    assert.equal(badValue.status, 400);
+    assert.match(badValue.json.error_msg, /rules\[0\]\.setting_value must be one line/);
+  });
+
   test('bodies up to the limit pass unchanged both ways, with and without a length; over it is 413', async () => {
     await deploy(gw, 'knobs-big', knobsPackage());
     const big = randomBytes(MAX_BODY);

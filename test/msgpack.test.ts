@@ -106,4 +106,21 @@ describe('msgpack bodies and answers', () => {
     const ok = await postBinary(`${gw.url}/v1/infers/ccfraud`, plain.pack([{ tensor: fraud[0] }]), MSGPACK);
     assert.equal(ok.status, 200);
   });
+
+  test('msgpack cannot make a value that contains itself or nests without end', async () => {
+    // msgpackr's structured-clone extension can write an array holding itself in a few bytes.
+    const cyclic: unknown[] = [];
+    cyclic.push(cyclic);
+    const bodies: [string, Uint8Array, string, RegExp][] = [
+      ['an array holding itself', new Packr({ structuredClone: true }).pack({ inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: cyclic }] }), 'IG.400.BadMsgpack', /not valid msgpack/],
+      ['arrays 40 deep', plain.pack({ inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: Array.from({ length: 40 }).reduce<unknown>((v) => [v], 1) }] }), 'IG.400.WrongShape', /nested more than 32 arrays deep/],
+    ];
+    for (const [what, body, code, msg] of bodies) {
+      const a = await post(`${gw.url}/v2/models/ccfraud/infer`, body, MSGPACK);
+      assert.equal(a.status, 400, `${what}: ${a.text}`);
+      assert.equal(a.json.error_code, code, what);
+      assert.match(a.json.error_msg, msg, what);
+    }
+    assert.equal((await postBinary(`${gw.url}/v1/infers/ccfraud`, plain.pack([{ tensor: fraud[1] }]), MSGPACK)).status, 200);
+  });
 });

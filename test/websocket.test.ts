@@ -178,6 +178,29 @@ describe('WebSocket streaming', () => {
     assert.doesNotMatch(gw.stderr(), new RegExp(ADMIN_TOKEN));
   });
 
+  test('a caller deactivated while connected is refused at its next message, and the connection closes', async () => {
+    const user = await api(gw, 'POST', '/v1/users', { username: 'ws-invoker', password: 'pass-word-123' });
+    assert.equal(user.status, 201, user.text);
+    const projects = await api(gw, 'GET', '/v1/projects');
+    const project = projects.json.projects.find((p: { name: string }) => p.name === 'default').id;
+    assert.equal((await api(gw, 'POST', `/v1/projects/${project}/members`, { user_id: user.json.id, role: 'invoker' })).status, 200);
+    const token = (await api(gw, 'POST', '/v1/auth/tokens', { username: 'ws-invoker', password: 'pass-word-123' }, null)).json.access_token;
+    const c = await openWs(`${ws}/v1/infers/fraud-token`, { headers: { authorization: `Bearer ${token}` } });
+    const row = fraudRow(prng(12));
+    const msg = (id: string) => JSON.stringify({ id, inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: row }] });
+    const first = nextMessages(c, 1);
+    c.send(msg('before'));
+    assert.equal((await first)[0].id, 'before');
+    assert.equal((await api(gw, 'POST', `/v1/users/${user.json.id}/deactivate`)).status, 200);
+    const refusal = nextMessages(c, 1);
+    const done = closed(c);
+    c.send(msg('after'));
+    const [e] = await refusal;
+    assert.equal(e.error_code, 'IG.401.Unauthorized');
+    assert.match(e.error_msg, /deactivated/);
+    assert.equal((await done).code, 1008);
+  });
+
   test('Silero VAD: audio streamed in 512-sample chunks gives the in-process probabilities, state carried', async () => {
     const session = await ort.InferenceSession.create(SILERO);
     const samples = audio(1, 40);
@@ -328,6 +351,30 @@ describe('WebSocket backpressure', () => {
     c.send(JSON.stringify({ id: 'after', inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: fraudRow(rand) }] }));
     assert.equal((await answer)[0].id, 'after');
     c.close();
+  });
+});
+
+describe('WebSocket and shutdown', () => {
+  test('SIGTERM with a client still sending: new messages are refused, what ran is answered, the close is 1001, exit 0', async () => {
+    const gw = await startGateway({ config: { services: [{ name: 'ccfraud', auth: 'none', websocket: true, versions: [{ model: 'ccfraud' }] }] } });
+    const c = await openWs(`${gw.url.replace('http', 'ws')}/v1/infers/ccfraud`);
+    const row = fraudRow(prng(13));
+    const answers: any[] = [];
+    c.on('message', (d: Buffer) => answers.push(JSON.parse(d.toString())));
+    const done = closed(c);
+    let n = 0;
+    const sender = setInterval(() => {
+      if (c.readyState === c.OPEN) c.send(JSON.stringify({ id: `s${n++}`, inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: row }] }));
+    }, 2);
+    await until('a few answers', async () => answers.length >= 5);
+    gw.proc.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+    clearInterval(sender);
+    assert.equal((await done).code, 1001);
+    for (const a of answers) {
+      if (a.error_code) assert.equal(a.error_code, 'IG.503.ShuttingDown');
+      else assert.equal(a.outputs[0].shape[0], 1);
+    }
   });
 });
 

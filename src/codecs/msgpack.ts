@@ -7,7 +7,9 @@ import { badRequest } from '../errors.js';
  * plain msgpack, without msgpackr's record extension, so any msgpack library reads them.
  */
 // copyBuffers: bins outlive the body's bytes (records are echoed after the run), so they are copies.
-const unpackr = new Unpackr({ mapsAsObjects: true, useRecords: false, copyBuffers: true });
+// structuredClone off: msgpackr's reference extension would let a 60-byte body hold an array that
+// contains itself (or a small one shared a million times), which no request needs.
+const unpackr = new Unpackr({ mapsAsObjects: true, useRecords: false, copyBuffers: true, structuredClone: false });
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 
 export function unpackBody(body: Uint8Array): unknown {

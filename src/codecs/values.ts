@@ -128,11 +128,15 @@ export function fromHalf(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** Deeper nesting than any tensor has: followed no further (a value nested without end is refused). */
+const MAX_RANK = 32;
+
 /** The shape of a (nested) JSON array value, following first elements. */
 export function shapeOf(v: unknown): number[] {
   const dims: number[] = [];
   let cur = v;
   while (isList(cur)) {
+    if (dims.length === MAX_RANK) throw badRequest(`a value is nested more than ${MAX_RANK} arrays deep; no tensor has that many dimensions`, 'WrongShape');
     dims.push(cur.length);
     cur = cur[0];
   }

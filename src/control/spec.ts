@@ -52,6 +52,8 @@ export interface RuleSpec {
 }
 
 const MAX_RULES = 10;
+/** RFC 9110 token characters. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
   if (raw === undefined || raw === null) return [];
@@ -81,6 +83,11 @@ function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
       }
     }
     if ((out.setting_name === undefined) !== (out.setting_value === undefined)) throw badRequest(`${at}: give setting_name and setting_value together`, 'BadSpec');
+    // The setting travels as a header to image instances: a name must be a header name, a value one line.
+    if (out.setting_name !== undefined && !HEADER_NAME.test(out.setting_name)) {
+      throw badRequest(`${at}.setting_name must be a header name (letters, digits and !#$%&'*+-.^_\`|~), got ${JSON.stringify(out.setting_name)}`, 'BadSpec');
+    }
+    if (out.setting_value !== undefined && /[\r\n\0]/.test(out.setting_value)) throw badRequest(`${at}.setting_value must be one line (no CR, LF or NUL)`, 'BadSpec');
     return out;
   });
 }

@@ -137,7 +137,8 @@ export class ProxyCall implements Exchange, LiveCall {
       this.pendingAuth.then((p) => {
         this.principal = p;
         this.pendingAuth = null;
-        if (!this.cancelled) this.start();
+        // A body that went over the limit meanwhile is being answered 413: nothing is sent.
+        if (!this.cancelled && !this.discarding) this.start();
       }, (err: unknown) => this.fail(asGatewayError(err)));
       return;
     }
@@ -185,6 +186,8 @@ export class ProxyCall implements Exchange, LiveCall {
     // A body that came in pieces before the instance was picked follows the head.
     if (!whole && sent.length > 1) for (const piece of sent) ok = conn.write(piece);
     if (!ok && !this.bodyEnded) this.pauseClient();
+    // Paused for a connection that failed since: this one waits for nothing.
+    else if (ok) this.resumeClient();
   }
 
   // ---- the upstream's side (Exchange) ----
@@ -212,7 +215,9 @@ export class ProxyCall implements Exchange, LiveCall {
       // The common case: the whole answer arrived at once.
       res.cork(() => {
         this.writeHead();
-        res.end(chunk);
+        // 204, 304: no body and no Content-Length of one.
+        if (this.head!.bodiless) res.endWithoutBody();
+        else res.end(chunk);
       });
       this.complete(this.status);
       return;
@@ -247,10 +252,7 @@ export class ProxyCall implements Exchange, LiveCall {
   }
 
   onDrain(): void {
-    if (this.clientPaused && !this.cancelled) {
-      this.clientPaused = false;
-      this.res.resume();
-    }
+    this.resumeClient();
   }
 
   // ---- the client's side ----
@@ -317,14 +319,22 @@ export class ProxyCall implements Exchange, LiveCall {
     this.res.pause();
   }
 
+  private resumeClient(): void {
+    if (!this.clientPaused || this.cancelled) return;
+    this.clientPaused = false;
+    this.res.resume();
+  }
+
   /**
    * Status line and headers in one native call: uWebSockets.js writes `HTTP/1.1 <status>\r\n`
-   * verbatim, so the header lines ride along. None can carry a stray CR or LF: the upstream's were
-   * cut out of CRLF-delimited lines, the request id passed uWebSockets.js' own header parser.
+   * verbatim, so the header lines ride along. None can carry a stray CR or LF: parseHead refuses a
+   * head with one inside a line, and the request id passed uWebSockets.js' own header parser.
    */
   private writeHead(): void {
     const h = this.head!;
     this.headWritten = true;
+    // An answer that came before the whole upload: the client's connection reads again, or it stalls once the answer is done.
+    this.resumeClient();
     // Made once per distinct upstream head (heads are shared through the pool's cache).
     h.clientHead ??= `${h.reason ? `${h.status} ${h.reason}` : statusLine(h.status)}\r\n${h.block}X-Model-Version: `;
     this.res.writeStatus(`${h.clientHead}${this.version!.servedBy.label}\r\nX-Request-Id: ${this.requestId}`);

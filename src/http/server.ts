@@ -151,6 +151,8 @@ export class HttpServer {
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
     this.direct?.stopAccepting();
+    // Open WebSockets would otherwise keep bringing new messages while the gateway waits for quiet.
+    this.sockets.stopTaking();
   }
 
   close(): void {

@@ -9,8 +9,10 @@ import { openInference } from '../codecs/v2.js';
 import type { Decoded } from '../codecs/types.js';
 import { versionAcquired, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
+import type { Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
 import type { Job } from '../runtime/onnx/batcher.js';
+import type { HookContext } from '../runtime/onnx/protocol.js';
 import type { ModelSignature } from '../runtime/onnx/signature.js';
 import { StreamState } from '../runtime/onnx/stream.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
@@ -48,6 +50,8 @@ const WAITING_OVERHEAD = 64;
 
 /** One open connection, whatever it serves. */
 interface Session {
+  /** Called once the session is registered: it may close the connection from here on. */
+  start?(): void;
   message(data: ArrayBuffer, binary: boolean): void;
   drain(): void;
   closed(): void;
@@ -65,6 +69,8 @@ interface Upgraded {
 
 export class WebSocketFront {
   private readonly sessions = new Set<Session>();
+  /** The gateway is stopping: messages are refused, so the calls in flight can run out. */
+  draining = false;
 
   constructor(
     private readonly front: InferenceFront,
@@ -96,9 +102,14 @@ export class WebSocketFront {
       const hs = handshake(req);
       const requestId = req.getHeader('x-request-id') || newRequestId();
       if (!pick()) return writeReply(res, errorReply(new GatewayError(503, 'ServiceUnavailable', `service ${serviceId} is not serving on this listener any more`)), requestId, null);
-      const make = (ws: WebSocket<Upgraded>): Session => new InferSocket(ws, this, serviceId, null, null, () => pick()?.version ?? null);
+      const make = (ws: WebSocket<Upgraded>): Session => new InferSocket(ws, this, serviceId, null, null, null, () => pick()?.version ?? null);
       res.upgrade<Upgraded>({ make, session: null }, hs.key, hs.protocol, hs.extensions, ctx);
     }));
+  }
+
+  /** Takes no new message (answered 503) and no new connection, so shutdown can wait for what is in flight. */
+  stopTaking(): void {
+    this.draining = true;
   }
 
   /** Closes every connection (1001, going away) once the gateway has answered what it owes. */
@@ -116,6 +127,16 @@ export class WebSocketFront {
     return this.table.get(id);
   }
 
+  /** The caller still speaks for itself and may infer here (a revoked, expired or demoted caller stops at its next message). */
+  caller(token: string, service: Service): Principal | Promise<Principal> {
+    const check = (p: Principal): Principal => {
+      this.access.require(p, service.projectId, 'infer', `inference on service '${service.name}'`);
+      return p;
+    };
+    const p = this.access.authenticate(token);
+    return p instanceof Promise ? p.then(check) : check(p);
+  }
+
   error(err: unknown): void {
     this.logError(err);
   }
@@ -131,6 +152,7 @@ export class WebSocketFront {
         const u = ws.getUserData();
         u.session = u.make(ws);
         this.sessions.add(u.session);
+        u.session.start?.();
       },
       message: (ws: WebSocket<Upgraded>, data: ArrayBuffer, binary: boolean) => ws.getUserData().session?.message(data, binary),
       drain: (ws: WebSocket<Upgraded>) => ws.getUserData().session?.drain(),
@@ -158,14 +180,17 @@ export class WebSocketFront {
     if (unavailable) return refuse(unavailable);
     const query = new URLSearchParams(req.getQuery() ?? '');
     let caller: Principal | Promise<Principal> | null = null;
+    let token: string | null = null;
     if (service.auth === 'token') {
       try {
         // Browsers cannot set headers on a WebSocket: ?token= is taken too (and never logged or forwarded).
-        caller = this.access.authenticate(tokenOf(req.getHeader('x-auth-token'), req.getHeader('authorization')) ?? query.get('token'));
+        token = tokenOf(req.getHeader('x-auth-token'), req.getHeader('authorization')) ?? query.get('token');
+        caller = this.access.authenticate(token);
       } catch (err) {
         return refuse(asGatewayError(err));
       }
     }
+    if (this.draining) return refuse(new GatewayError(503, 'ShuttingDown', 'the gateway is shutting down; connect again shortly'));
     let ruleHeaders: Record<string, string> | null = null;
     if (service.rules) {
       ruleHeaders = {};
@@ -187,14 +212,20 @@ export class WebSocketFront {
       let make: Upgraded['make'];
       let protocol = hs.protocol;
       if (service.kind === 'image') {
+        // A relayed connection is one request to the service's limits; its frames are the instance's business.
+        if (principal) this.front.chargeQuotas(principal);
+        if (service.limiter) {
+          const wait = service.limiter.take(performance.now());
+          if (wait > 0) throw overLimit(service.name, service.limiter.rate, wait);
+        }
         const routed = { principal, ruleHeaders, setting: null as [string, string] | null };
         const version = this.front.route(service, routed);
-        upstream = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings);
-        const up = upstream;
-        protocol = up.protocol;
-        make = (ws) => new RelaySocket(ws, up, this.settings);
+        const opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings);
+        upstream = opened.socket;
+        protocol = opened.socket.protocol;
+        make = (ws) => new RelaySocket(ws, opened, this.settings);
       } else {
-        make = (ws) => new InferSocket(ws, this, service.id, principal, ruleHeaders, null);
+        make = (ws) => new InferSocket(ws, this, service.id, token, principal, ruleHeaders, null);
       }
       if (aborted) {
         upstream?.terminate();
@@ -287,11 +318,18 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
   /** Streaming models: the state, for the version it belongs to. */
   private stream: { version: OnnxVersion; state: StreamState } | null = null;
 
+  /** A token check that could not be answered from the cache: messages wait for it. */
+  private checking: Promise<unknown> | null = null;
+  /** pump() is on the stack: answers that come synchronously (a refusal) leave the taking to it. */
+  private pumping = false;
+
   constructor(
     ws: WebSocket<Upgraded>,
     private readonly owner: WebSocketFront,
     private readonly serviceId: string,
-    private readonly principal: Principal | null,
+    /** Checked again at every message: a connection outliving its token or its user stops. */
+    private readonly token: string | null,
+    private principal: Principal | null,
     private readonly ruleHeaders: Record<string, string> | null,
     /** The high-speed channel: one version, no limits or statistics. */
     private readonly direct: (() => OnnxVersion | null) | null,
@@ -338,13 +376,14 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
     this.ws.end(code, reason);
   }
 
-  /** No new message is taken while the client is behind on reading, at the in-flight limit, or a stream's last message runs. */
+  /** No new message is taken while the client is behind on reading, at the in-flight limit, a stream's last message runs, or its token is being checked. */
   private get busy(): boolean {
-    return this.overBuffer || this.inflight >= this.settings.maxInflight || (this.stream !== null && this.inflight > 0);
+    return this.overBuffer || this.inflight >= this.settings.maxInflight || (this.stream !== null && this.inflight > 0) || this.checking !== null;
   }
 
   private hold(bytes: Uint8Array, binary: boolean): void {
-    if (this.waitingBytes + bytes.length + WAITING_OVERHEAD > this.settings.bufferBytes) {
+    // One message always may wait (a stream's next chunk may be up to maxPayloadLength); more only within the buffer.
+    if (this.waitHead < this.waiting.length && this.waitingBytes + bytes.length + WAITING_OVERHEAD > this.settings.bufferBytes) {
       this.end(TRY_AGAIN_LATER, 'too many messages waiting: the client sends faster than it reads its answers');
       return;
     }
@@ -354,16 +393,59 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
   }
 
   private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
     while (!this.isClosed && this.waitHead < this.waiting.length && !this.busy) {
       const m = this.waiting[this.waitHead]!;
       this.waiting[this.waitHead++] = undefined as unknown as Waiting;
       this.waitingBytes -= m.bytes.length + WAITING_OVERHEAD;
       this.handle(m.bytes, m.binary);
     }
+    this.pumping = false;
     if (this.waitHead === this.waiting.length) {
       this.waiting = [];
       this.waitHead = 0;
     }
+  }
+
+  /**
+   * The caller, checked again (cached, so it costs a lookup); a check that must wait holds this
+   * message and the ones after it until it is done. False: the message is not to be handled now.
+   */
+  private callerReady(bytes: Uint8Array, binary: boolean, service: Service): boolean {
+    if (this.token === null) return true;
+    let checked: Principal | Promise<Principal>;
+    try {
+      checked = this.owner.caller(this.token, service);
+    } catch (err) {
+      this.refused(asGatewayError(err), binary);
+      return false;
+    }
+    if (!(checked instanceof Promise)) {
+      this.principal = checked;
+      return true;
+    }
+    // Put back at the front: it is handled once the check is done.
+    this.waiting.splice(this.waitHead, 0, { bytes: bytes.slice(), binary });
+    this.waitingBytes += bytes.length + WAITING_OVERHEAD;
+    this.checking = checked.then(
+      (p) => {
+        this.principal = p;
+        this.checking = null;
+        this.pump();
+      },
+      (err: unknown) => {
+        this.checking = null;
+        this.refused(asGatewayError(err), binary);
+      },
+    );
+    return false;
+  }
+
+  /** The token no longer works: said once, and the connection closes (1008, policy violation). */
+  private refused(err: GatewayError, binary: boolean): void {
+    this.sendError(undefined, err, binary);
+    this.end(1008, err.message.slice(0, 120));
   }
 
   /** One message, decoded before this returns (its bytes are uWebSockets.js' until then). */
@@ -371,11 +453,14 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
     const startedAt = performance.now();
     let id: string | number | undefined;
     try {
-      const value = parseMessage(bytes, binary);
-      id = idOf(value);
+      if (this.owner.draining) throw new GatewayError(503, 'ShuttingDown', 'the gateway is shutting down; send this again on a new connection shortly');
       const service = this.owner.service(this.serviceId);
       if (!service) throw new GatewayError(404, 'ServiceNotFound', `service ${this.serviceId} no longer exists`);
-      const version = this.versionFor(service);
+      if (!this.callerReady(bytes, binary, service)) return;
+      const value = parseMessage(bytes, binary);
+      id = idOf(value);
+      const routed = { principal: this.principal, ruleHeaders: this.ruleHeaders, setting: null as [string, string] | null };
+      const version = this.versionFor(service, routed);
       if (isReset(value)) {
         this.stream?.state.reset();
         this.send({ ...(id !== undefined ? { id } : {}), reset: true }, binary);
@@ -385,7 +470,11 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
       const sig = stream ? stream.state.client : version.runner.signature;
       const decoded = decodeMessage(value, binary, sig);
       const request = stream ? stream.state.feed(decoded.request) : decoded.request;
-      const call = new SocketCall(this, id, binary, decoded, request, version, sig, startedAt);
+      // A matched rule's setting reaches the version's hooks, as on the HTTP path (such a message runs alone).
+      const ctx = routed.setting && version.runner.hookDir
+        ? { modelPath: version.runner.hookDir, settings: { [routed.setting[0]]: routed.setting[1] }, headers: this.ruleHeaders ?? {} }
+        : undefined;
+      const call = new SocketCall(this, id, binary, decoded, request, version, sig, startedAt, ctx);
       this.inflight++;
       this.calls.add(call);
       versionAcquired(version);
@@ -398,7 +487,7 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
   }
 
   /** The version serving this message: the listener's own, a stream's (state belongs to one model), or a routed one. */
-  private versionFor(service: Service): OnnxVersion {
+  private versionFor(service: Service, routed: { principal: Principal | null; ruleHeaders: Record<string, string> | null; setting: [string, string] | null }): OnnxVersion {
     if (this.direct) {
       const v = this.direct();
       if (!v) throw new GatewayError(503, 'ServiceUnavailable', `the high-speed listener's version is not serving any more`);
@@ -412,7 +501,7 @@ class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
       if (wait > 0) throw overLimit(service.name, service.limiter.rate, wait);
     }
     if (this.stream && service.versions.includes(this.stream.version)) return this.stream.version;
-    return this.owner.inference.route(service, { principal: this.principal, ruleHeaders: this.ruleHeaders, setting: null }) as OnnxVersion;
+    return this.owner.inference.route(service, routed) as OnnxVersion;
   }
 
   private streamFor(version: OnnxVersion): { version: OnnxVersion; state: StreamState } | null {
@@ -480,7 +569,6 @@ class SocketCall implements Job, FrontCall {
   nextLive: LiveCall | null = null;
   cancelled = false;
   enqueuedAt = 0;
-  readonly ctx = undefined;
 
   constructor(
     private readonly socket: InferSocket,
@@ -492,6 +580,7 @@ class SocketCall implements Job, FrontCall {
     /** The signature the message was decoded against (a stream's client view). */
     private readonly sig: ModelSignature,
     readonly startedAt: number,
+    readonly ctx: HookContext | undefined,
   ) {}
 
   resolve(result: InferResult): void {
@@ -531,19 +620,32 @@ class SocketCall implements Job, FrontCall {
 /** An image service's connection: frames relayed both ways to one instance's own WebSocket. */
 class RelaySocket extends Throttled<WebSocket<Upgraded>> implements Session {
   private upstreamTimer: NodeJS.Timeout | null = null;
+  private readonly up: UpstreamSocket;
 
-  constructor(ws: WebSocket<Upgraded>, private readonly up: UpstreamSocket, settings: WsSettings) {
+  constructor(ws: WebSocket<Upgraded>, private readonly opened: OpenedUpstream, settings: WsSettings) {
     super(ws, settings);
-    up.on('message', (data: Buffer | ArrayBuffer | Buffer[], binary: boolean) => this.fromUpstream(data, binary));
-    up.on('close', (code: number, reason: Buffer) => this.end(relayable(code), reason.toString()));
-    up.on('error', () => this.end(1011, 'the model instance\'s WebSocket failed'));
+    this.up = opened.socket;
+  }
+
+  start(): void {
+    // The connection counts as load on its instance for balancing while it lasts.
+    this.opened.instance.outstanding++;
+    this.opened.handover({
+      message: (data, binary) => this.fromUpstream(data, binary),
+      close: (code, reason) => this.end(relayable(code), reason),
+      error: () => this.end(1011, 'the model instance\'s WebSocket failed'),
+    });
   }
 
   message(data: ArrayBuffer, binary: boolean): void {
     if (this.isClosed || this.up.readyState !== UpstreamSocket.OPEN) return;
     // ws sends later: a copy, since the frame's bytes are uWebSockets.js' only until this returns.
     this.up.send(Buffer.from(data.slice(0)), { binary });
-    if (this.up.bufferedAmount > this.settings.bufferBytes && !this.upstreamTimer) {
+    const behind = this.up.bufferedAmount;
+    if (behind > UPSTREAM_HARD_FACTOR * this.settings.bufferBytes) {
+      // The client sends far faster than the instance reads: nothing is held without bound.
+      this.end(TRY_AGAIN_LATER, 'the model instance is too far behind reading');
+    } else if (behind > this.settings.bufferBytes && !this.upstreamTimer) {
       // The instance is the slow reader: it gets the same grace as a client.
       this.upstreamTimer = setTimeout(() => {
         this.upstreamTimer = null;
@@ -562,6 +664,7 @@ class RelaySocket extends Throttled<WebSocket<Upgraded>> implements Session {
     this.isClosed = true;
     this.stopWatching();
     if (this.upstreamTimer) clearTimeout(this.upstreamTimer);
+    this.opened.instance.outstanding--;
     if (this.up.readyState === UpstreamSocket.OPEN || this.up.readyState === UpstreamSocket.CONNECTING) this.up.close(1000);
   }
 
@@ -578,12 +681,11 @@ class RelaySocket extends Throttled<WebSocket<Upgraded>> implements Session {
     this.ws.end(code, reason.slice(0, 120));
   }
 
-  private fromUpstream(data: Buffer | ArrayBuffer | Buffer[], binary: boolean): void {
+  private fromUpstream(data: Buffer, binary: boolean): void {
     if (this.isClosed) return;
-    const bytes = Array.isArray(data) ? Buffer.concat(data) : data;
     let sent = 1;
     this.ws.cork(() => {
-      sent = this.ws.send(bytes, binary);
+      sent = this.ws.send(data, binary);
     });
     if (sent === 2) return this.end(TRY_AGAIN_LATER, 'the client is too far behind reading');
     if (this.overBuffer) {
@@ -594,13 +696,33 @@ class RelaySocket extends Throttled<WebSocket<Upgraded>> implements Session {
   }
 }
 
+/** How far past ws_buffer_bytes an instance may fall behind reading before the relay is closed at once. */
+const UPSTREAM_HARD_FACTOR = 4;
+
+interface RelayEvents {
+  message(data: Buffer, binary: boolean): void;
+  close(code: number, reason: string): void;
+  error(): void;
+}
+
+/** An instance's WebSocket, open; what it says before the relay takes it over is kept for the relay. */
+interface OpenedUpstream {
+  socket: UpstreamSocket;
+  instance: Upstream;
+  handover(to: RelayEvents): void;
+}
+
 /** Close codes a peer may send on (1005, 1006 and 1015 only describe what happened). */
 function relayable(code: number): number {
   return code === 1005 || code === 1006 || code === 1015 || code < 1000 ? 1000 : code;
 }
 
-/** Opens the instance's WebSocket before the client's upgrade is accepted, so failures are HTTP answers. */
-async function connectUpstream(version: ServiceVersion, path: string, protocol: string, requestId: string, setting: [string, string] | null, settings: WsSettings): Promise<UpstreamSocket> {
+/**
+ * Opens the instance's WebSocket before the client's upgrade is accepted, so failures are HTTP
+ * answers. Frames (or a close) the instance sends meanwhile, even with its 101, are kept and
+ * handed over to the relay: none is lost between the two.
+ */
+async function connectUpstream(version: ServiceVersion, path: string, protocol: string, requestId: string, setting: [string, string] | null, settings: WsSettings): Promise<OpenedUpstream> {
   const runner = version.runner as ImageRunner;
   const u = runner.balancer.pick(null);
   if (!u) throw new GatewayError(503, 'NoInstance', `no instance of ${version.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' });
@@ -608,14 +730,37 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   if (setting) headers[setting[0]] = setting[1];
   const protocols = protocol ? protocol.split(',').map((p) => p.trim()).filter(Boolean) : [];
   const sock = new UpstreamSocket(`ws://${u.pool.hostHeader}${path}`, protocols, { headers, perMessageDeflate: false, handshakeTimeout: settings.requestTimeoutMs, maxPayload: settings.maxMessageBytes });
+  const early: ((to: RelayEvents) => void)[] = [];
+  let to: RelayEvents | null = null;
+  sock.on('message', (data: Buffer | ArrayBuffer | Buffer[], binary: boolean) => {
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+    if (to) to.message(bytes, binary);
+    else early.push((t) => t.message(bytes, binary));
+  });
+  sock.on('close', (code: number, reason: Buffer) => {
+    if (to) to.close(code, reason.toString());
+    else early.push((t) => t.close(code, reason.toString()));
+  });
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string): void => {
       sock.terminate();
       reject(new GatewayError(502, 'UpstreamError', `${version.servedBy.label}: cannot open a WebSocket to instance ${u.id}: ${why}`));
     };
-    sock.once('open', () => resolve());
+    sock.once('open', () => {
+      sock.off('error', onError);
+      sock.on('error', () => (to ? to.error() : early.push((t) => t.error())));
+      resolve();
+    });
     sock.once('unexpected-response', (_req, res) => fail(`it answered the upgrade with ${res.statusCode}`));
-    sock.once('error', (err: Error) => fail(err.message));
+    const onError = (err: Error): void => fail(err.message);
+    sock.once('error', onError);
   });
-  return sock;
+  return {
+    socket: sock,
+    instance: u,
+    handover(relay) {
+      to = relay;
+      for (const replay of early.splice(0)) replay(relay);
+    },
+  };
 }

@@ -49,6 +49,8 @@ const EMPTY = Buffer.alloc(0);
 const enum State { Idle, Head, Length, Chunked, UntilClose }
 const enum Chunk { Size, Data, DataEnd, Trailer }
 
+const STRAY_BREAK = /[\r\n\0]/;
+
 /** A parsed response head: what the exchange forwards, and how the body is framed. */
 export interface ResponseHead {
   status: number;
@@ -69,6 +71,9 @@ export interface ResponseHead {
 
 /** Parses a response head (without its final CRLFCRLF); throws on anything that is not HTTP/1.x. */
 export function parseHead(text: string): ResponseHead {
+  // A lone CR or LF (or a NUL) inside a line would be passed on as a line break of the client's
+  // answer: a response split by the instance. Such a head is not HTTP.
+  if (STRAY_BREAK.test(text.replaceAll('\r\n', ''))) throw new Error('a bare CR, LF or NUL inside the response head');
   const lines = text.split('\r\n');
   const statusLine = lines[0]!;
   if (!statusLine.startsWith('HTTP/1.')) throw new Error(`status line '${statusLine.slice(0, 40)}'`);
