@@ -3,6 +3,7 @@ import { pack, Packr, unpack } from 'msgpackr';
 import { after, before, describe, test } from 'node:test';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, fraudRow, prng } from './helpers/direct.js';
 import { post, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { bytesAsElements } from '../src/codecs/values.js';
 
 /** msgpack bodies (SPEC §5.2): every JSON shape, typed arrays and raw bytes as tensor data, answers in the request's encoding unless Accept says otherwise. */
 
@@ -122,5 +123,15 @@ describe('msgpack bodies and answers', () => {
       assert.match(a.json.error_msg, msg, what);
     }
     assert.equal((await postBinary(`${gw.url}/v1/infers/ccfraud`, plain.pack([{ tensor: fraud[1] }]), MSGPACK)).status, 200);
+  });
+});
+
+describe('raw bytes as tensor data', () => {
+  test('one byte per element: int8 reads two\'s complement, uint8 the values; wider types need whole elements', () => {
+    const bytes = Buffer.from([0x01, 0xff, 0x80, 0x7f]);
+    assert.deepEqual(Array.from(bytesAsElements(bytes, 'int8', 4) as Int8Array), [1, -1, -128, 127]);
+    assert.equal(bytesAsElements(bytes, 'uint8', 4), null, 'uint8 bytes are the values as they are');
+    assert.deepEqual(Array.from(bytesAsElements(Buffer.from(Float32Array.from([1.5, -2]).buffer), 'float32', 2) as Float32Array), [1.5, -2]);
+    assert.equal(bytesAsElements(bytes, 'float32', 2), null, '4 bytes are not 2 floats');
   });
 });

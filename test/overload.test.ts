@@ -111,6 +111,32 @@ describe('graceful shutdown', () => {
   });
 });
 
+describe('a preprocess hook that changes the rows of a merged batch', () => {
+  test('every request of the batch is refused with 500 rather than given another\'s rows', async () => {
+    // Keeps only the first row of whatever batch it is given.
+    const hook = `exports.preprocess = function (feeds, ctx) {
+  const t = feeds.tensor;
+  return { tensor: new ctx.Tensor('float32', t.data.slice(0, 29), [1, 29]) };
+};`;
+    const modelsDir = makeModelsDir({ trim: { from: 'ccfraud', hook, config: { batching: { max_batch_size: 64, max_queue_delay_us: 300_000, max_queue_size: 100 } } } });
+    const gw = await startGateway({ modelsDir });
+    try {
+      const rand = prng(8);
+      // The batch waits up to 300 ms to fill: both share one run of two rows.
+      const [a, b] = await Promise.all([0, 1].map(() => postJson(`${gw.url}/v1/infers/trim`, [{ tensor: fraudRow(rand) }], PANDAS)));
+      for (const x of [a!, b!]) {
+        assert.equal(x.status, 500, x.text);
+        assert.equal(x.json.error_code, 'IG.500.ModelRunFailed');
+        assert.match(x.json.error_msg, /output 'dense_1' has 1 rows for a batch of 2/);
+      }
+      // Alone, a request's one row stays one row.
+      assert.equal((await postJson(`${gw.url}/v1/infers/trim`, [{ tensor: fraudRow(rand) }], PANDAS)).status, 200);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe('a request leaving a merged batch', () => {
   test('the other requests of the batch still get exactly their own rows', async () => {
     const modelsDir = makeModelsDir({

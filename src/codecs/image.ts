@@ -77,25 +77,18 @@ export async function imageTensor(parts: readonly ImagePart[], pre: ImageSpec, s
   }
   const [H, W] = pre.layout === 'NCHW' ? [spec.dims[2]!, spec.dims[3]!] : [spec.dims[1]!, spec.dims[2]!];
   const bytesPer = bytesPerElement(spec.type);
-  if (pre.resize) {
-    const [rw, rh] = pre.resize;
-    if (parts.length * rw * rh * channels * bytesPer > MAX_TENSOR_BYTES) {
-      throw badRequest(`${parts.length} images of ${rw}×${rh} make a tensor over ${MAX_TENSOR_BYTES >> 20} MiB; send fewer images per request`, 'TooLarge');
-    }
-  }
-  const pixels = await Promise.all(parts.map((p) => decode(p, pre, channels)));
-
+  // Sizes first, from the images' headers: a request refused for its sizes decodes no pixels.
+  const probes = await Promise.all(parts.map((p) => probe(p, pre)));
   let frameW: number;
   let frameH: number;
   if (pre.resize) {
     [frameW, frameH] = pre.resize;
   } else {
     // Without a resize every image keeps its size, so they must agree with each other and the model.
-    const first = pixels[0]!;
-    frameW = first.width;
-    frameH = first.height;
-    for (let i = 1; i < pixels.length; i++) {
-      const p = pixels[i]!;
+    frameW = probes[0]!.width;
+    frameH = probes[0]!.height;
+    for (let i = 1; i < probes.length; i++) {
+      const p = probes[i]!;
       if (p.width !== frameW || p.height !== frameH) {
         throw badRequest(`${parts[i]!.where} is ${p.width}×${p.height} but ${parts[0]!.where} is ${frameW}×${frameH}; without preprocess.image.resize every image of a request must have the same size`, 'WrongShape');
       }
@@ -103,10 +96,11 @@ export async function imageTensor(parts: readonly ImagePart[], pre: ImageSpec, s
     if ((W >= 0 && W !== frameW) || (H >= 0 && H !== frameH)) {
       throw badRequest(`${parts[0]!.where} is ${frameW}×${frameH} but input '${spec.name}' takes ${W >= 0 ? W : 'any'}×${H >= 0 ? H : 'any'} (width×height, shape ${describeDims(spec.dims)}); resize the image or set preprocess.image.resize`, 'WrongShape');
     }
-    if (parts.length * frameW * frameH * channels * bytesPer > MAX_TENSOR_BYTES) {
-      throw badRequest(`${parts.length} images of ${frameW}×${frameH} make a tensor over ${MAX_TENSOR_BYTES >> 20} MiB; send fewer or smaller images`, 'TooLarge');
-    }
   }
+  if (parts.length * frameW * frameH * channels * bytesPer > MAX_TENSOR_BYTES) {
+    throw badRequest(`${parts.length} images of ${frameW}×${frameH} make a tensor over ${MAX_TENSOR_BYTES >> 20} MiB; send fewer or smaller images`, 'TooLarge');
+  }
+  const pixels = await Promise.all(probes.map((p) => decodeLimit(() => decode(p, channels))));
 
   const n = parts.length;
   const plane = frameW * frameH;
@@ -151,29 +145,50 @@ function lookupTables(pre: ImageSpec, type: IoSpec['type'], channels: number): A
   return tables;
 }
 
-async function decode(part: ImagePart, pre: ImageSpec, channels: number): Promise<Pixels> {
+/** An image part whose header was read: its format and its size as it will be fed (after any resize). */
+interface Probe {
+  part: ImagePart;
+  format: string;
+  input: Buffer;
+  /** Its size as stored, turned by its EXIF orientation. */
+  own: [number, number];
+  width: number;
+  height: number;
+}
+
+const SHARP_OPTIONS = { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 };
+
+/** Reads an image's header only (format, size, orientation): no pixel is decoded. */
+async function probe(part: ImagePart, pre: ImageSpec): Promise<Probe> {
   const format = sniffImage(part.bytes);
   if (!format) throw badRequest(`${part.where} is not a ${IMAGE_FORMATS} image (its first bytes are no known image signature)`, 'BadImage');
+  const input = Buffer.from(part.bytes.buffer, part.bytes.byteOffset, part.bytes.byteLength);
+  let w: number | undefined;
+  let h: number | undefined;
   try {
-    const input = Buffer.from(part.bytes.buffer, part.bytes.byteOffset, part.bytes.byteLength);
-    const opts = { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 };
-    const sharp = await loadSharp();
-    const meta = await sharp(input, opts).metadata();
+    const meta = await (await loadSharp())(input, SHARP_OPTIONS).metadata();
     // EXIF orientations 5–8 swap width and height.
-    const w = meta.autoOrient?.width ?? meta.width;
-    const h = meta.autoOrient?.height ?? meta.height;
-    if (!w || !h) throw badRequest(`${part.where}: the ${format} image has no size`, 'BadImage');
-    let img = sharp(input, opts).autoOrient();
+    w = meta.autoOrient?.width ?? meta.width;
+    h = meta.autoOrient?.height ?? meta.height;
+  } catch (err) {
+    throw undecodable(part, format, err);
+  }
+  if (!w || !h) throw badRequest(`${part.where}: the ${format} image has no size`, 'BadImage');
+  if (!pre.resize && w * h > MAX_OWN_SIZE_PIXELS) {
+    throw badRequest(`${part.where} is ${w}×${h}; without preprocess.image.resize images are fed at their own size, at most ${MAX_OWN_SIZE_PIXELS} pixels`, 'TooLarge');
+  }
+  const [tw, th] = !pre.resize ? [w, h] : pre.fit === 'pad' ? fitInside(w, h, pre.resize[0], pre.resize[1]) : pre.resize;
+  return { part, format, input, own: [w, h], width: tw, height: th };
+}
+
+async function decode(p: Probe, channels: number): Promise<Pixels> {
+  try {
+    const sharp = await loadSharp();
+    let img = sharp(p.input, SHARP_OPTIONS).autoOrient();
     img = channels === 1 ? img.grayscale() : img.toColourspace('srgb');
     img = img.removeAlpha();
-    if (pre.resize) {
-      const [W, H] = pre.resize;
-      const [tw, th] = pre.fit === 'pad' ? fitInside(w, h, W, H) : [W, H];
-      // Bilinear, as OpenCV's default cv2.resize in the preprocessing most models were trained with.
-      if (tw !== w || th !== h) img = img.resize(tw, th, { fit: 'fill', kernel: 'linear' });
-    } else if (w * h > MAX_OWN_SIZE_PIXELS) {
-      throw badRequest(`${part.where} is ${w}×${h}; without preprocess.image.resize images are fed at their own size, at most ${MAX_OWN_SIZE_PIXELS} pixels`, 'TooLarge');
-    }
+    // Bilinear, as OpenCV's default cv2.resize in the preprocessing most models were trained with.
+    if (p.width !== p.own[0] || p.height !== p.own[1]) img = img.resize(p.width, p.height, { fit: 'fill', kernel: 'linear' });
     const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== channels || data.length !== info.width * info.height * channels) {
       throw new Error(`decoded to ${info.channels} channels and ${data.length} bytes, expected ${channels} channels of 8 bits`);
@@ -181,8 +196,32 @@ async function decode(part: ImagePart, pre: ImageSpec, channels: number): Promis
     return { data, width: info.width, height: info.height, channels };
   } catch (err) {
     if (err instanceof GatewayError) throw err;
-    const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 200);
-    throw badRequest(`${part.where} could not be decoded as a ${format} image: ${msg}`, 'BadImage');
+    throw undecodable(p.part, p.format, err);
+  }
+}
+
+function undecodable(part: ImagePart, format: string, err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 200);
+  return badRequest(`${part.where} could not be decoded as a ${format} image: ${msg}`, 'BadImage');
+}
+
+/**
+ * Pixel decodes run on libuv's thread pool (4 threads), which file and DNS work share: at most
+ * this many at once across all requests, so a burst of uploads cannot take all of it.
+ */
+const MAX_DECODES = 2;
+let decoding = 0;
+const decodeQueue: (() => void)[] = [];
+
+async function decodeLimit<T>(run: () => Promise<T>): Promise<T> {
+  if (decoding >= MAX_DECODES) await new Promise<void>((resolve) => decodeQueue.push(resolve));
+  decoding++;
+  try {
+    return await run();
+  } finally {
+    decoding--;
+    decodeQueue.shift()?.();
   }
 }
 

@@ -31,7 +31,10 @@ export function isList(v: unknown): v is ArrayLike<unknown> {
  * tobytes()), viewed as those elements; null when `v` is not bytes of exactly that size.
  */
 export function bytesAsElements(v: unknown, type: ElementType, want: number): ArrayLike<unknown> | null {
-  if (!(v instanceof Uint8Array) || type === 'string' || v.length === want) return null;
+  if (!(v instanceof Uint8Array) || type === 'string') return null;
+  // One byte per element: for int8 the bytes are two's complement, for uint8 and bool they are the values.
+  if (type === 'int8' && v.length === want) return new Int8Array(v.buffer, v.byteOffset, want);
+  if (v.length === want) return null;
   const size = bytesPerElement(type);
   if (v.byteLength !== want * size) return null;
   // An unaligned view is not allowed: copy to an aligned buffer first.

@@ -39,13 +39,18 @@ export class LiveList {
     return true;
   }
 
-  /** Calls started at or before `deadline`, oldest first; each may remove itself while visited. */
+  /**
+   * Calls started at or before `deadline`, oldest first; each may remove itself, or others (a
+   * WebSocket closing settles all its calls), while visited.
+   */
   *startedBy(deadline: number): Generator<LiveCall> {
     let call = this.head;
-    while (call && call.startedAt <= deadline) {
+    let visits = this.size;
+    while (call && call.startedAt <= deadline && visits-- > 0) {
       const next = call.nextLive;
       yield call;
-      call = next;
+      // The next one left the list meanwhile: go on from the oldest still here.
+      call = next !== null && (next.prevLive !== null || this.head === next) ? next : this.head;
     }
   }
 }

@@ -213,10 +213,25 @@ export class Batcher {
       // Rows made by the preprocess hook out of raw parts are known only now.
       const batched = this.sig.outputs.findIndex((o) => o.batched && o.fixedBatch < 0);
       jobs[0]!.request.rows = batched >= 0 && res.outputs[batched] ? res.outputs[batched]!.dims[0]! : 1;
+    } else if (jobs.length > 1) {
+      // Rows are handed back by offset: a merged run must answer exactly its rows (a preprocess hook could change them).
+      const rows = offsets[offsets.length - 1]! + jobs[jobs.length - 1]!.request.rows;
+      const wrong = res.outputs.findIndex((t, o) => this.sig.outputs[o]!.batched && t.dims[0] !== rows);
+      if (wrong >= 0) {
+        const err = new GatewayError(500, 'ModelRunFailed', `${this.label}: output '${this.sig.outputs[wrong]!.name}' has ${res.outputs[wrong]!.dims[0]} rows for a batch of ${rows}; a preprocess hook that changes the rows must not be merged`);
+        for (const j of jobs) if (!j.cancelled) j.reject(err);
+        return;
+      }
     }
     for (let k = 0; k < jobs.length; k++) {
       const j = jobs[k]!;
-      if (!j.cancelled) j.resolve({ outputs: res.outputs, offset: offsets[k]!, whole: jobs.length === 1, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs, custom: res.custom });
+      if (j.cancelled) continue;
+      try {
+        j.resolve({ outputs: res.outputs, offset: offsets[k]!, whole: jobs.length === 1, queueNs: nsBetween(j.enqueuedAt, startedAt), runNs: res.runNs, custom: res.custom });
+      } catch (err) {
+        // One caller failing to take its answer must not keep the others of the batch from theirs.
+        if (!j.cancelled) j.reject(new GatewayError(500, 'Internal', `${this.label}: the answer could not be delivered: ${(err as Error).message}`));
+      }
     }
   }
 }
