@@ -1,7 +1,7 @@
 import { DataType, Precision, Type, makeVector, type Data, type Vector } from 'apache-arrow';
 import { badRequest } from '../errors.js';
 import type { ElementType, TypedData } from '../runtime/onnx/tensor.js';
-import { fromHalf, toHalf } from './values.js';
+import { fromHalf, INT_RANGE, toHalf } from './values.js';
 
 /**
  * Arrow column values → tensor storage. Numeric leaves are copied by typed-array copies
@@ -56,10 +56,6 @@ export function expectedColumn(type: ElementType): string {
   return `integers (an Int column${type.startsWith('uint') ? ' of non-negative values' : ''})`;
 }
 
-const INT_RANGE: Partial<Record<ElementType, [number, number]>> = {
-  int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647],
-  uint8: [0, 255], uint16: [0, 65535], uint32: [0, 4294967295],
-};
 
 /** An Int leaf whose every value fits `type`, so a plain typed-array copy needs no check. */
 function intFits(leaf: DataType, type: ElementType): boolean {

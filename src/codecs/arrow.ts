@@ -1,7 +1,8 @@
 import { Field, RecordBatch, Schema, Struct, Table, Type, makeData, tableFromIPC, tableToIPC, type Data, type DataType } from 'apache-arrow';
 import { badRequest } from '../errors.js';
 import { describeDims, type IoSpec, type ModelSignature } from '../runtime/onnx/signature.js';
-import { allocate, type Tensor, type TypedData } from '../runtime/onnx/tensor.js';
+import { allocate, storedAs, type Tensor, type TypedData } from '../runtime/onnx/tensor.js';
+import { checkRows } from './bind.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
 import { ArrowEcho } from './arrow-echo.js';
 import { GuardError, guardIpc } from './arrow-guard.js';
@@ -118,16 +119,6 @@ function readTable(bytes: Uint8Array, kind: ArrowKind): Table {
   }
 }
 
-/** A fixed batch dimension takes exactly that many rows; an input without one takes one. */
-function checkRows(spec: IoSpec, nrows: number): void {
-  if (spec.fixedBatch > 0 && nrows !== spec.fixedBatch) {
-    throw badRequest(`input '${spec.name}' has a fixed batch of ${spec.fixedBatch} (shape ${describeDims(spec.dims)}); send exactly ${spec.fixedBatch} row${spec.fixedBatch > 1 ? 's' : ''}, got ${nrows}`, 'WrongShape');
-  }
-  if (!spec.batched && nrows !== 1) {
-    throw badRequest(`input '${spec.name}' has no batch dimension (shape ${describeDims(spec.dims)}); send exactly one row, got ${nrows}`, 'WrongShape');
-  }
-}
-
 function bindInputs(sig: ModelSignature, columns: Column[], nrows: number): InferRequest {
   const inputs: Tensor[] = new Array(sig.inputs.length);
   for (let i = 0; i < sig.inputs.length; i++) {
@@ -160,7 +151,7 @@ const cutShort = (col: Column): never => {
 
 /** Rows of one input from its column: a typed copy of the leaf values, after every row is checked. */
 function readInput(spec: IoSpec, col: Column, nrows: number): Tensor {
-  checkRows(spec, nrows);
+  checkRows(spec, nrows, 'row');
   const { lists, leaf } = peel(col.type);
   const kind = leafKind(leaf);
   const shape = describeDims(spec.rowDims);
@@ -196,9 +187,9 @@ function readInput(spec: IoSpec, col: Column, nrows: number): Tensor {
 
 /** Leaf values stored exactly as the tensor stores `type`, so a slice is the tensor's storage. */
 function sameStorage(leaf: Data, kind: LeafKind, type: IoSpec['type']): boolean {
-  if (type === 'string' || type === 'bool' || kind === 'bool' || kind === 'string' || (type === 'float16') !== (kind === 'half')) return false;
-  const values = leaf.values as TypedData | undefined;
-  return values !== undefined && values.constructor === allocate(type, 0).constructor;
+  // Half floats are Uint16Arrays on both sides, but an Arrow Uint16 leaf is not half floats.
+  if (type === 'float16') return kind === 'half' && leaf.values instanceof Uint16Array;
+  return kind !== 'bool' && kind !== 'string' && kind !== 'half' && storedAs(leaf.values, type);
 }
 
 /**
@@ -265,7 +256,7 @@ function walk(spec: IoSpec, col: Column, chunk: Data, rowBase: number, levels: n
 
 function bindFeatures(sig: ModelSignature, columns: Column[], nrows: number): InferRequest {
   const spec = sig.inputs[0]!;
-  checkRows(spec, nrows);
+  checkRows(spec, nrows, 'row');
   const featureIndex = sig.featureIndex!;
   const features = sig.features!;
   const slots = columns.map((c) => {

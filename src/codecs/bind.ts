@@ -57,7 +57,7 @@ function bindInput(spec: IoSpec, col: number, nrows: number, cell: Cell, label: 
 }
 
 /** A fixed batch dimension takes exactly that many rows; an input without one takes one. */
-function checkRows(spec: IoSpec, nrows: number, label: string): void {
+export function checkRows(spec: IoSpec, nrows: number, label: string): void {
   if (spec.fixedBatch > 0 && nrows !== spec.fixedBatch) {
     throw badRequest(`input '${spec.name}' has a fixed batch of ${spec.fixedBatch} (shape ${describeDims(spec.dims)}); send exactly ${spec.fixedBatch} ${label}${spec.fixedBatch > 1 ? 's' : ''}, got ${nrows}`, 'WrongShape');
   }

@@ -28,7 +28,7 @@ export interface BodyMeta {
 export function decodeBody(body: Uint8Array, meta: BodyMeta, sig: ModelSignature): Decoded {
   const format = bodyFormat(meta.contentType, meta.inferenceHeaderLength);
   if (format === 'multipart') throw badRequest('multipart bodies are decoded asynchronously; this path takes every other format', 'UnsupportedFormat');
-  return decodeAs(format, body, meta, sig);
+  return decodeAs(format, replyFormat(meta.accept ?? '', format), body, meta, sig);
 }
 
 /** Every format, multipart included: a Promise only where decoding must wait (images, the Arrow codec's first load). */
@@ -41,7 +41,7 @@ export function decodeRequest(body: Uint8Array, meta: BodyMeta, sig: ModelSignat
     return loadArrowCodec().then(() => decodeRequest(kept, meta, sig));
   }
   if (format === 'multipart') return decodeMultipart(body, meta.contentType, sig, reply);
-  return decodeAs(format, body, meta, sig);
+  return decodeAs(format, reply, body, meta, sig);
 }
 
 const isArrow = (f: BodyFormat): boolean => f === 'arrow-file' || f === 'arrow-stream';
@@ -53,8 +53,7 @@ function arrow(): NonNullable<ReturnType<typeof arrowCodec>> {
   return codec;
 }
 
-function decodeAs(format: Exclude<BodyFormat, 'multipart'>, body: Uint8Array, meta: BodyMeta, sig: ModelSignature): Decoded {
-  const reply = replyFormat(meta.accept ?? '', format);
+function decodeAs(format: Exclude<BodyFormat, 'multipart'>, reply: WireFormat, body: Uint8Array, meta: BodyMeta, sig: ModelSignature): Decoded {
   switch (format) {
     case 'v2-binary':
       return decodeV2Binary(body, meta.inferenceHeaderLength, sig, reply);

@@ -1,7 +1,7 @@
 import { badRequest } from '../errors.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
-import { allocate, bytesPerElement, elementCount, staged, typedView, type ElementType, type Tensor, type TypedData } from '../runtime/onnx/tensor.js';
+import { bytesPerElement, elementCount, staged, storedAs, typedView, type ElementType, type Tensor } from '../runtime/onnx/tensor.js';
 import type { InferResult } from '../runtime/types.js';
 import { flatJson } from './jsonvalues.js';
 import type { Codec, Decoded, Encoded, ServedBy, WireFormat } from './types.js';
@@ -153,9 +153,9 @@ function fromJson(type: ElementType, dims: number[], data: unknown, label: strin
   const n = elementCount(dims);
   data = bytesAsElements(data, type, n) ?? data;
   if (!isList(data)) throw badRequest(`${label}: 'data' must be an array (flat or nested to the shape)`, 'WrongShape');
-  if (data.length === n && sameElements(data, type)) {
+  if (data.length === n && storedAs(data, type)) {
     // A typed array of the input's own element type (msgpack) is the tensor's storage, copied once.
-    return { type, dims, data: (data as unknown as TypedData).slice() };
+    return { type, dims, data: data.slice() };
   }
   // Storage is sized only once the data is known to fill the shape: a shape is the client's word.
   if (data.length === n && (n === 0 || !isList(data[0]))) {
@@ -173,12 +173,6 @@ function fromJson(type: ElementType, dims: number[], data: unknown, label: strin
   }
   const nested = isList(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
   throw badRequest(`${label}: 'data' has ${data.length} elements${nested} but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
-}
-
-/** A typed array holding exactly the storage type of `type` (float32 in a Float32Array, …). */
-function sameElements(data: ArrayLike<unknown>, type: ElementType): boolean {
-  if (type === 'string' || type === 'bool' || type === 'float16' || !ArrayBuffer.isView(data)) return false;
-  return data.constructor === allocate(type, 0).constructor;
 }
 
 function fromBinary(type: ElementType, dims: number[], bytes: Uint8Array, label: string): Tensor {

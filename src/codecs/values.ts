@@ -6,7 +6,8 @@ import { bytesPerElement, typedView, type ElementType, type TensorValues } from 
  * `where` is a prefix such as "record 3, field 'tensor'" so every refusal names its place.
  */
 
-const INT_RANGE: Partial<Record<ElementType, [number, number]>> = {
+/** The values each integer type holds (64-bit ones are checked as bigints). */
+export const INT_RANGE: Partial<Record<ElementType, [number, number]>> = {
   int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647],
   uint8: [0, 255], uint16: [0, 65535], uint32: [0, 4294967295],
 };

@@ -12,7 +12,7 @@ import { tokenOf, type Access } from '../auth/access.js';
 import type { Principal } from '../auth/tokens.js';
 import { MinuteQuota } from '../traffic/quota.js';
 import type { RuleInput } from '../traffic/rules.js';
-import { routeParam } from './params.js';
+import { apiPathOf, routeParam } from './params.js';
 import type { HookContext } from '../runtime/onnx/protocol.js';
 import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
@@ -108,7 +108,7 @@ class InferCall implements Job, FrontCall {
     }
     if (this.pendingAuth) {
       // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer.
-      const kept = this.chunks === null && body.buffer === chunk ? Buffer.from(body) : body;
+      const kept = body.buffer === chunk ? Buffer.from(body) : body;
       this.pendingAuth.then((p) => {
         this.principal = p;
         this.admit(kept);
@@ -481,11 +481,6 @@ export class InferenceFront implements ProxyHost {
   }
 }
 
-/** The api path of `/v1/infers/{service}/{api path}` ('/' when there is none). */
-function apiPathOf(url: string): string {
-  const at = url.indexOf('/', '/v1/infers/'.length);
-  return at < 0 ? '/' : url.slice(at);
-}
 
 export function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {
   return {

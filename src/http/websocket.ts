@@ -19,7 +19,7 @@ import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { FrontCall, InferenceFront } from './infer.js';
 import { overLimit, statusError } from './infer.js';
 import type { LiveCall } from './live.js';
-import { routeParam } from './params.js';
+import { apiPathOf, routeParam } from './params.js';
 import { newRequestId } from './request-id.js';
 import { errorReply, writeReply } from './respond.js';
 
@@ -247,11 +247,6 @@ function handshake(req: HttpRequest): Handshake {
   return { key: req.getHeader('sec-websocket-key'), protocol: req.getHeader('sec-websocket-protocol'), extensions: req.getHeader('sec-websocket-extensions') };
 }
 
-/** The api path of `/v1/infers/{service}/{api path}` ('/' when there is none). */
-function apiPathOf(url: string): string {
-  const at = url.indexOf('/', '/v1/infers/'.length);
-  return at < 0 ? '/' : url.slice(at);
-}
 
 /** The id a message carries: its "id", or ModelArts' meta.uuid. */
 function idOf(value: unknown): string | number | undefined {
@@ -270,11 +265,11 @@ const isReset = (value: unknown): boolean =>
  * Backpressure shared by both kinds of connection: past the buffer limit the session holds back,
  * and a client that stays past it for the drain timeout is closed with 1013.
  */
-abstract class Throttled<W extends { getBufferedAmount(): number }> {
+abstract class Throttled {
   protected isClosed = false;
   private drainTimer: NodeJS.Timeout | null = null;
 
-  constructor(protected readonly ws: W, protected readonly settings: WsSettings) {}
+  constructor(protected readonly ws: WebSocket<Upgraded>, protected readonly settings: WsSettings) {}
 
   protected get overBuffer(): boolean {
     return !this.isClosed && this.ws.getBufferedAmount() > this.settings.bufferBytes;
@@ -308,7 +303,7 @@ abstract class Throttled<W extends { getBufferedAmount(): number }> {
 interface Waiting { bytes: Uint8Array; binary: boolean }
 
 /** A connection to an ONNX service: messages become batcher jobs. */
-class InferSocket extends Throttled<WebSocket<Upgraded>> implements Session {
+class InferSocket extends Throttled implements Session {
   private inflight = 0;
   /** Messages held back, oldest at `waitHead` (an index, so taking one is not a shift of the array). */
   private waiting: Waiting[] = [];
@@ -618,7 +613,7 @@ class SocketCall implements Job, FrontCall {
 }
 
 /** An image service's connection: frames relayed both ways to one instance's own WebSocket. */
-class RelaySocket extends Throttled<WebSocket<Upgraded>> implements Session {
+class RelaySocket extends Throttled implements Session {
   private upstreamTimer: NodeJS.Timeout | null = null;
   private readonly up: UpstreamSocket;
 

@@ -60,6 +60,11 @@ export function toTyped(type: ElementType, data: TensorValues): TypedData | stri
   return out;
 }
 
+/** Values held exactly as a tensor of `type` stores them (float32 in a Float32Array, …): usable as its storage after a copy. */
+export function storedAs(values: unknown, type: ElementType): values is TypedData {
+  return type !== 'string' && type !== 'bool' && type !== 'float16' && ArrayBuffer.isView(values) && values.constructor === CTORS[type];
+}
+
 export function typedView(type: Exclude<ElementType, 'string'>, buf: ArrayBufferLike, byteOffset: number, length: number): TypedData {
   return new CTORS[type](buf, byteOffset, length);
 }

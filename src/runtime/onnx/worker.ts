@@ -19,8 +19,6 @@ interface Hooks {
   postprocess?: (outputs: Feeds, ctx: HookCtx) => unknown;
 }
 
-
-
 const config = Piscina.workerData as WorkerConfig;
 
 async function open(): Promise<{ session: ort.InferenceSession; hooks: Hooks }> {
