@@ -2,10 +2,24 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import WebSocket from 'ws';
 
+/**
+ * Messages a connection received and nobody took yet. Collected from the moment the socket
+ * exists: a frame the server sends with its 101 arrives before the caller's `await` resumes.
+ */
+interface Inbox { messages: unknown[]; wake: (() => void) | null }
+const inboxes = new WeakMap<WebSocket, Inbox>();
+
 /** Opens a WebSocket; an HTTP refusal of the upgrade rejects with its status and body. */
 export function openWs(url: string, opts: { headers?: Record<string, string>; protocols?: string[] } = {}): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers ?? {} });
+    const inbox: Inbox = { messages: [], wake: null };
+    inboxes.set(ws, inbox);
+    ws.on('message', (data: Buffer, binary: boolean) => {
+      inbox.messages.push(binary ? data : JSON.parse(data.toString()));
+      inbox.wake?.();
+    });
+    ws.on('close', () => inbox.wake?.());
     ws.once('open', () => resolve(ws));
     ws.once('unexpected-response', (_req, res) => {
       let body = '';
@@ -16,22 +30,15 @@ export function openWs(url: string, opts: { headers?: Record<string, string>; pr
   });
 }
 
-/** The next `n` messages, text parsed as JSON, binary kept as Buffers. */
-export function nextMessages(ws: WebSocket, n: number): Promise<(any)[]> {
-  return new Promise((resolve, reject) => {
-    const got: unknown[] = [];
-    const onMessage = (data: Buffer, binary: boolean): void => {
-      got.push(binary ? data : JSON.parse(data.toString()));
-      if (got.length === n) {
-        ws.off('message', onMessage);
-        ws.off('close', onClose);
-        resolve(got);
-      }
-    };
-    const onClose = (code: number): void => reject(new Error(`closed with ${code} after ${got.length} of ${n} messages`));
-    ws.on('message', onMessage);
-    ws.once('close', onClose);
-  });
+/** The next `n` messages (from openWs's inbox), text parsed as JSON, binary kept as Buffers. */
+export async function nextMessages(ws: WebSocket, n: number): Promise<any[]> {
+  const inbox = inboxes.get(ws)!;
+  while (inbox.messages.length < n) {
+    if (ws.readyState === WebSocket.CLOSED) throw new Error(`closed after ${inbox.messages.length} of ${n} messages`);
+    await new Promise<void>((resolve) => (inbox.wake = resolve));
+    inbox.wake = null;
+  }
+  return inbox.messages.splice(0, n);
 }
 
 export function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
