@@ -139,13 +139,19 @@ class InferCall implements Job, FrontCall {
       this.logBodyLen = body.byteLength;
       if (s.shadows.length) this.shadowSlot = new Map(s.shadowLabels.map((l) => [l, null]));
     }
+    const shadows = s.shadows.length > 0 && !this.direct;
     if (decoded instanceof Promise) {
-      // Images decode off the main thread; what they need of the body was copied already.
-      decoded.then((d) => this.queue(d), (err: unknown) => this.refuseBody(err));
+      // Images decode off the main thread (what they need of the body was copied already), and the
+      // Arrow codec may be loading: shadows decode once it is there, from a copy of the body.
+      const kept = shadows ? Buffer.from(body) : null;
+      decoded.then((d) => {
+        this.queue(d);
+        if (kept) this.front.shadow(s, version, kept, this);
+      }, (err: unknown) => this.refuseBody(err));
     } else {
       this.queue(decoded);
+      if (shadows) this.front.shadow(s, version, body, this);
     }
-    if (s.shadows.length && !this.direct) this.front.shadow(s, version, body, this);
   }
 
   bodyMeta(): BodyMeta {
