@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { ARROW_STREAM, fixedFloat32, ipc } from './helpers/arrow.js';
 import { after, before, describe, test } from 'node:test';
 import { api, post, postJson, startGateway, until, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
 import { cueRow, makeModelsDir, MISCHIEF_HOOK } from './helpers/fixtures.js';
@@ -46,6 +47,19 @@ describe('shadow traffic, A/B and the inference log', () => {
   });
 
   const latest = async (service: string): Promise<any> => (await logs(service, { page_size: 1 })).json[0];
+
+  test('the gateway\'s first Arrow body (its codec still loading) reaches the shadow too', async () => {
+    const tensor = row(0.5)[0]!.tensor;
+    const reply = await post(`${gw.url}/v1/infers/shadowed`, ipc({ tensor: fixedFloat32([tensor]) }, 'stream'), ARROW_STREAM, { 'x-request-id': 'shadow-arrow', accept: 'application/json' });
+    assert.equal(reply.status, 200, reply.text);
+    let rec: any;
+    await until('the shadow answer in the log', async () => {
+      rec = await latest('shadowed');
+      return rec?.metadata.request_id === 'shadow-arrow' && rec['out_challenger@0.0.1'] !== null;
+    });
+    assert.equal(rec['out_challenger@0.0.1'].error, undefined, JSON.stringify(rec['out_challenger@0.0.1']));
+    assert.deepEqual(rec['out_challenger@0.0.1'], rec.out);
+  });
 
   test('the shadow gets a copy; its answer goes to the log, never to the reply', async () => {
     const reply = await postJson(`${gw.url}/v1/infers/shadowed`, row(0.25), PANDAS, { 'x-request-id': 'shadow-1' });
