@@ -1,4 +1,4 @@
-import { elementCount, type Tensor } from '../runtime/onnx/tensor.js';
+import { elementCount, rowSize, type Tensor } from '../runtime/onnx/tensor.js';
 import { fromHalf } from './values.js';
 
 /**
@@ -40,8 +40,7 @@ function nested(t: Tensor, off: number, dims: readonly number[], depth: number):
 export function rowJson(t: Tensor, r: number, batched: boolean, scalarIfOne: boolean): string {
   const dims = t.dims;
   const first = batched ? 1 : 0;
-  let size = 1;
-  for (let k = first; k < dims.length; k++) size *= dims[k]!;
+  const size = rowSize(dims, batched);
   const off = batched ? r * size : 0;
   if (dims.length === first) return scalarIfOne ? scalar(t, off) : `[${scalar(t, off)}]`;
   if (size === 1 && scalarIfOne) return scalar(t, off);

@@ -75,6 +75,13 @@ export function bytesPerElement(type: ElementType): number {
 
 export const isBigIntType = (t: ElementType): boolean => t === 'int64' || t === 'uint64';
 
+/** Elements in one row of a tensor: after dimension 0 when it is batched, the whole tensor when not. */
+export function rowSize(dims: readonly number[], batched: boolean): number {
+  let n = 1;
+  for (let k = batched ? 1 : 0; k < dims.length; k++) n *= dims[k]!;
+  return n;
+}
+
 export function elementCount(dims: readonly number[]): number {
   let n = 1;
   for (let i = 0; i < dims.length; i++) n *= dims[i]!;
