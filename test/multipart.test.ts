@@ -183,6 +183,12 @@ describe('multipart/form-data inference', () => {
       const packed = await fetch(`${gw.url}/v1/infers/ocr-direction`, { method: 'POST', body: form([['images', upright, 'a.jpg'], ['images', flipped, 'b.png']]), headers: { accept: 'application/msgpack' } });
       assert.equal(packed.headers.get('content-type'), 'application/msgpack');
       assert.deepEqual(unpack(Buffer.from(await packed.arrayBuffer())), both.json);
+      // A hook's own answer has no table form.
+      const table = await fetch(`${gw.url}/v1/infers/ocr-direction`, { method: 'POST', body: form([['images', upright, 'a.jpg']]), headers: { accept: 'application/vnd.apache.arrow.file' } });
+      assert.equal(table.status, 406);
+      const refusal = (await table.json()) as { error_code: string; error_msg: string };
+      assert.equal(refusal.error_code, 'IG.406.NotAcceptable');
+      assert.match(refusal.error_msg, /postprocess hook answers its own JSON value, which has no application\/vnd\.apache\.arrow\.file form/);
     });
 
     test('fit pad: scaled inside the box, top-left, zero padding right or below; BGR, NCHW, (v·scale − mean)/std per channel', async () => {
