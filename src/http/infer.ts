@@ -163,9 +163,7 @@ class InferCall implements Job, FrontCall {
     this.decoded = decoded;
     this.request = decoded.request;
     const version = this.version!;
-    if (this.setting && version.runner.hookDir) {
-      this.ctx = { modelPath: version.runner.hookDir, settings: { [this.setting[0]]: this.setting[1] }, headers: this.ruleHeaders ?? {} };
-    }
+    this.ctx = hookContext(version, this.setting, this.ruleHeaders);
     version.runner.submit(this);
   }
 
@@ -487,6 +485,15 @@ export class InferenceFront implements ProxyHost {
   }
 }
 
+
+/**
+ * The context a matched rule's setting gives the version's hooks (SPEC §7.3); undefined without
+ * one or without hooks, so the request may still be merged with others.
+ */
+export function hookContext(version: OnnxVersion, setting: [string, string] | null, headers: Record<string, string> | null): HookContext | undefined {
+  if (!setting || !version.runner.hookDir) return undefined;
+  return { modelPath: version.runner.hookDir, settings: { [setting[0]]: setting[1] }, headers: headers ?? {} };
+}
 
 export function ruleInput(service: Service, p: Principal | null, headers: Record<string, string>): RuleInput {
   return {

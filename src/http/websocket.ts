@@ -17,7 +17,7 @@ import type { ModelSignature } from '../runtime/onnx/signature.js';
 import { StreamState } from '../runtime/onnx/stream.js';
 import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { FrontCall, InferenceFront } from './infer.js';
-import { overLimit, statusError } from './infer.js';
+import { hookContext, overLimit, statusError } from './infer.js';
 import type { LiveCall } from './live.js';
 import { apiPathOf, routeParam } from './params.js';
 import { newRequestId } from './request-id.js';
@@ -466,10 +466,7 @@ class InferSocket extends Throttled implements Session {
       const decoded = decodeMessage(value, binary, sig);
       const request = stream ? stream.state.feed(decoded.request) : decoded.request;
       // A matched rule's setting reaches the version's hooks, as on the HTTP path (such a message runs alone).
-      const ctx = routed.setting && version.runner.hookDir
-        ? { modelPath: version.runner.hookDir, settings: { [routed.setting[0]]: routed.setting[1] }, headers: this.ruleHeaders ?? {} }
-        : undefined;
-      const call = new SocketCall(this, id, binary, decoded, request, version, sig, startedAt, ctx);
+      const call = new SocketCall(this, id, binary, decoded, request, version, sig, startedAt, hookContext(version, routed.setting, this.ruleHeaders));
       this.inflight++;
       this.calls.add(call);
       versionAcquired(version);
