@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { ARROW_STREAM, fixedFloat32, ipc } from './helpers/arrow.js';
+import { nextMessages, openWs } from './helpers/ws.js';
 import { after, before, describe, test } from 'node:test';
 import { api, post, postJson, startGateway, until, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
 import { cueRow, makeModelsDir, MISCHIEF_HOOK } from './helpers/fixtures.js';
@@ -36,7 +37,7 @@ describe('shadow traffic, A/B and the inference log', () => {
     assert.equal(shadowed.status, 202, shadowed.text);
     await api(gw, 'POST', '/v1/services', { name: 'ab', auth: 'none', versions: [{ model: 'champion', weight: 50 }, { model: 'hooked', weight: 50 }] });
     await api(gw, 'POST', '/v1/services', {
-      name: 'settings', auth: 'none', versions: [{ model: 'hooked', weight: 100 }],
+      name: 'settings', auth: 'none', websocket: true, versions: [{ model: 'hooked', weight: 100 }],
       rules: [{ condition: "#HEADER_x-mode == 'zero'", version: '0.0.1', setting_name: 'mode', setting_value: 'zero' }],
     });
     await api(gw, 'POST', '/v1/services', { name: 'unlogged', auth: 'none', log_sample_rate: 0, versions: [{ model: 'champion' }] });
@@ -119,6 +120,16 @@ describe('shadow traffic, A/B and the inference log', () => {
     assert.equal(zeroed.status, 200, zeroed.text);
     assert.ok((Object.values(plain.json[0].out) as number[][]).flat(2).some((x) => x !== 0), JSON.stringify(plain.json[0].out));
     for (const v of Object.values(zeroed.json[0].out) as number[][]) assert.ok(v.flat(2).every((x) => x === 0), JSON.stringify(zeroed.json[0].out));
+    // Over a WebSocket the rule reads the upgrade's headers, and the setting reaches the hook the same way.
+    const ws = gw.url.replace('http', 'ws');
+    for (const [headers, zero] of [[{}, false], [{ 'x-mode': 'zero' }, true]] as const) {
+      const c = await openWs(`${ws}/v1/infers/settings`, { headers });
+      const answer = nextMessages(c, 1);
+      c.send(JSON.stringify({ id: 'w', data: { req_data: row(0.9) } }));
+      const [a] = await answer;
+      assert.equal(a.data.resp_data[0].dense_1 === 0, zero, JSON.stringify(a));
+      c.close();
+    }
   });
 
   test('paging: page_size, order, cursor, time range and the iteration headers', async () => {
