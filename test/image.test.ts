@@ -414,3 +414,46 @@ describe('high-speed channel for ONNX services (SPEC §5.6)', () => {
     assert.match(badType.json.error_msg, /type must be 'host_endpoints'/);
   });
 });
+
+/** Whether a process runs (a zombie waiting for its parent to reap it does not). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+describe('instances do not outlive the gateway', () => {
+  test('a gateway killed with SIGKILL takes its process instances with it; their own exits still read as before', { skip: process.platform === 'win32' && 'process groups and /bin/sh are POSIX' }, async () => {
+    const gw = await startGateway({ modelsDir: tempDir('no-models-') });
+    let pids = new Set<number>();
+    try {
+      await deploy(gw, 'orphans', knobsPackage(), { versions: [{ model: 'orphans', instances: 2 }] });
+      await until('both instances to answer', async () => {
+        pids.add((await postJson(`${gw.url}/v1/infers/orphans/pid`, {})).json.pid as number);
+        return pids.size === 2;
+      });
+      // The watchdog shell in between passes a signal's death on as the same signal.
+      const [first] = pids;
+      process.kill(first!, 'SIGKILL');
+      await eventMatching(gw, 'orphans', /^Instance \d of service orphans \(orphans@0\.0\.1\) was killed by SIGKILL; restarting it\./);
+      await eventMatching(gw, 'orphans', /was restarted and is healthy/);
+      pids = new Set();
+      await until('both instances to answer again', async () => {
+        pids.add((await postJson(`${gw.url}/v1/infers/orphans/pid`, {})).json.pid as number);
+        return pids.size === 2;
+      });
+      assert.ok([...pids].every(running), 'the instances run before the gateway dies');
+    } finally {
+      gw.proc.kill('SIGKILL');
+      await gw.exited;
+    }
+    await until('the instances to stop after the gateway died', async () => ![...pids].some(running), 15_000);
+  });
+});

@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
 import { createServer } from 'node:net';
+import path from 'node:path';
 import type { ImageConfig } from './config.js';
 import { DockerLauncher } from './docker.js';
 import { OutputTail } from './output.js';
@@ -59,6 +61,53 @@ function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/**
+ * Runs "$@" under a watchdog so that the group dies with the gateway even when the gateway
+ * cannot stop it (SIGKILL, a crash, the OOM killer): fd 3 is a socket whose other end only the
+ * gateway holds, so reading it ends when the gateway is gone, and then the group gets SIGTERM,
+ * then SIGKILL 5 s later. The shell waits through signals meant for the group, and leaves the
+ * way the command left (its exit code, or the same signal), so the gateway sees the command.
+ */
+const WATCHDOG = [
+  "trap 'stopping=1' HUP INT TERM",
+  '"$@" 3<&- &',
+  'child=$!',
+  "(trap '' HUP INT TERM; read -r _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) &",
+  'watcher=$!',
+  'exec 3<&-',
+  'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done',
+  'kill -KILL "$watcher" 2>/dev/null',
+  'if [ "$code" -gt 128 ]; then sig=$(kill -l "$code"); trap - "$sig" 2>/dev/null; kill -s "$sig" $$; fi',
+  'exit "$code"',
+].join('\n');
+
+/** Whether argv0 names an executable file, looked up as exec would (PATH, or a path from cwd). */
+function executable(argv0: string, cwd: string, env: NodeJS.ProcessEnv): boolean {
+  const candidates = argv0.includes('/') ? [path.resolve(cwd, argv0)] : (env['PATH'] ?? '').split(':').map((dir) => path.resolve(cwd, dir || '.', argv0));
+  return candidates.some((file) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Starts argv as the leader of a new process group that does not outlive the gateway; stdout
+ * and stderr as asked. Without a POSIX shell (Windows) the watchdog is left out, and so it is
+ * for a command that cannot run, so that the spawn error names it as Node reports it.
+ */
+function spawnInstance(argv: string[], cwd: string, env: NodeJS.ProcessEnv, output: 'pipe' | 'ignore'): ChildProcess {
+  const watched = process.platform !== 'win32' && executable(argv[0]!, cwd, env);
+  const [file, args] = watched ? ['/bin/sh', ['-c', WATCHDOG, 'infergate-instance', ...argv]] : [argv[0]!, argv.slice(1)];
+  const child = spawn(file, args, { cwd, env, stdio: ['ignore', output, output, ...(watched ? ['pipe' as const] : [])], detached: true });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
 /** $(VAR), ${VAR} and $VAR in an argv, for the variables the gateway sets (as Kubernetes expands $(VAR)). */
 export function expandArgs(args: string[], env: Record<string, string>): string[] {
   return args.map((a) => a.replace(/\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)/g, (m, p1?: string, p2?: string, p3?: string) => {
@@ -82,13 +131,11 @@ export function freePort(): Promise<number> {
 /** Runs a command to its end, killed after `timeoutMs`; resolves with its exit code (-1: killed or not started). */
 export function runCommand(command: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<number> {
   return new Promise((resolve) => {
-    const c = spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'ignore', detached: true });
-    children.add(c);
+    const c = spawnInstance(command, cwd, env, 'ignore');
     const timer = setTimeout(() => killGroup(c, 'SIGKILL'), timeoutMs);
     c.on('error', () => undefined);
     c.on('close', (code) => {
       clearTimeout(timer);
-      children.delete(c);
       resolve(code ?? -1);
     });
   });
@@ -115,20 +162,17 @@ export class ProcessLauncher implements Launcher {
     const env = { ...process.env, ...vars };
     const argv = expandArgs(this.ctx.image.command!, vars);
     const output = new OutputTail();
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: this.ctx.packageDir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    children.add(child);
+    const child = spawnInstance(argv, this.ctx.packageDir, env, 'pipe');
     child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
     child.stderr!.setEncoding('utf8').on('data', (s: string) => output.push(s));
     let done = false;
     const exited = new Promise<string>((resolve) => {
       child.on('error', (err) => {
         done = true;
-        children.delete(child);
         resolve(`could not start \`${argv[0]}\`: ${err.message}`);
       });
       child.on('exit', (code, signal) => {
         done = true;
-        children.delete(child);
         resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
       });
     });
