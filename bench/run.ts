@@ -7,11 +7,15 @@
 // Environment: BENCH_SECONDS (default 10), BENCH_WARMUP_SECONDS (2), BENCH_CONNECTIONS (64),
 // BENCH_ONLY, BENCH_RESULTS (output path override), BENCH_TOOL=autocannon, BENCH_INSTALL=1,
 // BENCH_CCFRAUD_MODEL (model for fastify_ort; default models/ccfraud/model.onnx),
-// BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js).
+// BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js), BENCH_SOAK_SECONDS
+// (the memory soak's length; default 600, SPEC §14's ten minutes).
 // The Arrow path (ort_bare_10k, infergate_arrow) is counted in rows/s: 10k-row tables through
 // infergate against bare onnxruntime-node running the same [10000, 29] batch back to back.
 // The proxy scenarios (nginx_proxy, infergate_proxy) need nginx: when it is missing (and
 // BENCH_INSTALL=1 as root cannot apt-get it) nginx_proxy is skipped, named in the output.
+//
+// The memory checks (idle_rss, idle_rss_all, soak; bench/memory.ts) run after the scenarios and
+// are chosen by BENCH_ONLY like them.
 //
 // Adding a scenario: push a Scenario onto SCENARIOS (and a Ratio onto RATIOS if it has a target).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -22,6 +26,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ARROW_ROWS, ARROW_STREAM, ccfraudTable, ccfraudValues, checkArrow, killBinaryLoad, runBinaryLoad, runOrtLoop, type Measurement } from './arrow-load.js';
 import { detectTool, killLoad, runLoad } from './load.js';
+import { MEMORY_CHECKS, memoryTable, type MemoryDeps, type MemoryResult } from './memory.js';
 import { aptInstall, onPath } from './tools.js';
 
 /** Repository root: this file runs as dist/bench/run.js. */
@@ -758,6 +763,7 @@ function programs(rows: Measured[]): string[] {
 
 function resultsMarkdown(
   rows: Measured[],
+  memory: MemoryResult[],
   skipped: string[],
   notRun: NotRun[],
   opts: { seconds: number; warmup: number; connections: number; tool: string; toolNote: string; started: Date },
@@ -805,6 +811,9 @@ function resultsMarkdown(
     '',
     ...rows.map((m) => `- \`${m.scenario.name}\`: ${m.scenario.description}`),
     '',
+    ...(memory.length
+      ? ['## Memory (SPEC §14)', '', ...memoryTable(memory), '', ...memory.map((r) => `- \`${r.name}\`: ${r.description}`), '']
+      : []),
     'These numbers are from one run (one sample per scenario, taken sequentially in the same ' +
       'invocation). Absolute requests/s drift between runs and machines; the ratios are what the targets are about.',
     '',
@@ -821,12 +830,14 @@ async function main(): Promise<void> {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  const unknown = only.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  const known = [...SCENARIOS.map((s) => s.name), ...MEMORY_CHECKS.map((c) => c.name)];
+  const unknown = only.filter((n) => !known.includes(n));
   if (unknown.length) {
-    throw new Error(`BENCH_ONLY names unknown scenarios: ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
+    throw new Error(`BENCH_ONLY names unknown scenarios: ${unknown.join(', ')} (known: ${known.join(', ')})`);
   }
   const wanted = only.length ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
-  const skipped = SCENARIOS.filter((s) => !wanted.includes(s)).map((s) => s.name);
+  const memoryChecks = only.length ? MEMORY_CHECKS.filter((c) => only.includes(c.name)) : MEMORY_CHECKS;
+  const skipped = known.filter((n) => !wanted.some((s) => s.name === n) && !memoryChecks.some((c) => c.name === n));
 
   const tool = detectTool();
   console.log(`bench: load tool ${tool.version} — ${tool.note}`);
@@ -855,9 +866,30 @@ async function main(): Promise<void> {
   } finally {
     await stopSharedUpstream();
   }
+  const memory: MemoryResult[] = [];
+  const deps: MemoryDeps = {
+    root: ROOT,
+    startInfergate,
+    runLoad,
+    load: { path: '/v1/infers/ccfraud', body: CCFRAUD_BATCH1, contentType: PANDAS_RECORDS, connections },
+    soakSeconds: envNumber('BENCH_SOAK_SECONDS', 600),
+  };
+  for (const c of memoryChecks) {
+    console.log(`\n== ${c.name}: ${c.description}`);
+    try {
+      const r = await c.run(deps);
+      memory.push(r);
+      console.log(`   ${memoryTable([r])[2]}`);
+    } catch (err) {
+      console.error(`\nbench: ABORTED in memory check ${c.name}: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+      return;
+    }
+  }
 
   console.log(['', ...table(rows), ''].join('\n'));
   for (const l of ratios(rows)) console.log(ratioText(l));
+  if (memory.length) console.log(['', ...memoryTable(memory)].join('\n'));
 
   // A run missing a scenario, by choice or for want of a tool, never overwrites the full results.
   const partial = skipped.length > 0 || notRun.length > 0;
@@ -869,7 +901,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(
     outFile,
-    resultsMarkdown(rows, skipped, notRun, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
+    resultsMarkdown(rows, memory, skipped, notRun, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
   );
   console.log(`\nbench: wrote ${relative(process.cwd(), outFile) || outFile}${partial ? ' (partial run)' : ''}`);
   for (const n of notRun) console.log(`bench: NOT MEASURED: ${n.name}: ${n.why}`);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cpSync, writeFileSync } from 'node:fs';
+import { cpSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
@@ -246,6 +246,21 @@ describe('durability: kill -9 and restart', () => {
       assert.equal((await infer(again, 'declared')).status, 200);
     } finally {
       await again.stop();
+    }
+  });
+
+  test('packages linked into the models directory are served like folders in it', async () => {
+    const models = tempDir('infergate-linked-');
+    symlinkSync(path.join(SAMPLE_MODELS, 'ccfraud'), path.join(models, 'ccfraud'));
+    symlinkSync(path.join(SAMPLE_MODELS, 'iris', 'config.json'), path.join(models, 'not-a-package'));
+    const gw = await startGateway({ modelsDir: models });
+    try {
+      const services = (await api(gw, 'GET', '/v1/services')).json.services;
+      assert.deepEqual(services.map((s: { name: string }) => s.name), ['ccfraud']);
+      await waitForService(gw, 'ccfraud', 'running');
+      assert.equal((await infer(gw, 'ccfraud')).status, 200);
+    } finally {
+      await gw.stop();
     }
   });
 });

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { cp, mkdir, readdir, rename, rm, realpath, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { GatewayError, notFound } from '../errors.js';
@@ -102,9 +102,11 @@ export class ModelRegistry {
    * A package folder on this machine. With `skipIfKnown` (the models directory at start), a
    * package whose model file the model already has (same sha256) is not imported again.
    */
-  async importFolder(meta: ImportMeta, src: string, skipIfKnown = false): Promise<ModelVersionView> {
-    const st = await stat(src).catch(() => null);
-    if (!st?.isDirectory()) throw new PackageError(`source path '${src}' is not a folder on the gateway's machine`);
+  async importFolder(meta: ImportMeta, given: string, skipIfKnown = false): Promise<ModelVersionView> {
+    const st = await stat(given).catch(() => null);
+    if (!st?.isDirectory()) throw new PackageError(`source path '${given}' is not a folder on the gateway's machine`);
+    // The folder may be reached through a link; what it holds may not (refuseLinks).
+    const src = await realpath(given);
     const scratch = await this.scratch();
     try {
       await refuseLinks(src);

@@ -164,11 +164,14 @@ function dig(v: unknown, keys: string[]): unknown {
   return cur;
 }
 
-/** Every package folder directly under a models directory (folders holding config.json). */
+/**
+ * Every package folder directly under a models directory (folders holding config.json), links to
+ * folders included: a models directory is often a set of links into where packages are built.
+ */
 export async function listPackageDirs(modelsDir: string): Promise<string[]> {
   const entries = await readdir(modelsDir, { withFileTypes: true }).catch(() => []);
   return entries
-    .filter((e) => e.isDirectory() && existsSync(path.join(modelsDir, e.name, 'config.json')))
+    .filter((e) => (e.isDirectory() || e.isSymbolicLink()) && existsSync(path.join(modelsDir, e.name, 'config.json')))
     .map((e) => path.join(modelsDir, e.name))
     .sort();
 }
