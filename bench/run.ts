@@ -580,6 +580,22 @@ const INFERGATE_ARROW: Scenario = {
   load: (s, seconds, connections) => runBinaryLoad({ port: s.port, path: ARROW_PATH, body: tableBody(), contentType: ARROW_STREAM, seconds, connections }),
 };
 
+// ---------------------------------------------------------------- latency at low load (SPEC §14)
+//
+// One connection, one request at a time: what the gateway adds to a request that waits for
+// nothing else. Its p50 is set against one bare model run of the same single row.
+
+const ORT_BARE_1: Scenario = {
+  name: 'ort_bare_1',
+  description: 'bare onnxruntime-node, ccfraud [1, 29] float32 run back to back in its own process (one request\'s model run)',
+  start: async () => benchServer('ort-bare.js', await freePort(), ['1']),
+  path: '(in-process loop)',
+  body: '',
+  contentType: '',
+  connections: 1,
+  load: (s, seconds) => runOrtLoop(s.port, seconds),
+};
+
 export const SCENARIOS: Scenario[] = [
   {
     name: 'bare_uws',
@@ -617,6 +633,26 @@ export const SCENARIOS: Scenario[] = [
     check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
   },
   SECURED,
+  ORT_BARE_1,
+  {
+    name: 'bare_uws_1c',
+    description: 'bare_uws with one connection: the HTTP round trip over loopback alone',
+    start: async () => benchServer('bare-uws.js', await freePort()),
+    path: '/infer',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+    connections: 1,
+  },
+  {
+    name: 'infergate_1c',
+    description: 'infergate with one connection, one request at a time (inference log on)',
+    start: () => startInfergate(null),
+    path: '/v1/infers/ccfraud',
+    body: CCFRAUD_BATCH1,
+    contentType: PANDAS_RECORDS,
+    connections: 1,
+    check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
+  },
   ORT_BARE_10K,
   BARE_UWS_ARROW,
   INFERGATE_ARROW,
@@ -635,6 +671,41 @@ export const RATIOS: Ratio[] = [
   { numerator: 'bare_uws_arrow', denominator: 'ort_bare_10k', source: 'context: the ceiling of the Arrow target, HTTP alone moving the same bytes' },
   { numerator: 'infergate_arrow', denominator: 'bare_uws_arrow', source: 'context: the Arrow path against its transport ceiling' },
 ];
+
+/** A latency the gateway adds: `from`'s p50 less the p50s of `minus`, against a limit in ms. */
+export interface Added {
+  name: string;
+  from: string;
+  minus: string[];
+  limitMs?: number;
+  source: string;
+}
+
+export const ADDED: Added[] = [
+  { name: 'gateway-added p50', from: 'infergate_1c', minus: ['ort_bare_1'], limitMs: 0.1, source: 'SPEC §14: p50 ≤ 100 µs over the bare model run' },
+  { name: 'of which HTTP over loopback', from: 'bare_uws_1c', minus: [], source: 'context: the round trip of a bare server that runs nothing' },
+  { name: 'gateway-added p50 beyond HTTP', from: 'infergate_1c', minus: ['bare_uws_1c', 'ort_bare_1'], source: 'context: less the bare round trip and the model run' },
+];
+
+function addedLines(rows: Measured[]): { added: Added; valueMs: number | undefined; verdict: string }[] {
+  const p50 = new Map(rows.map((m) => [m.scenario.name, m.result.p50_ms]));
+  return ADDED.map((added) => {
+    const parts = [added.from, ...added.minus].map((n) => p50.get(n));
+    if (parts.some((v) => v === undefined)) return { added, valueMs: undefined, verdict: 'n/a' };
+    const valueMs = parts.reduce((a, b, i) => (i === 0 ? b! : a! - b!), 0)!;
+    const verdict = added.limitMs === undefined ? 'context' : valueMs <= added.limitMs ? 'PASS' : 'MISS';
+    return { added, valueMs, verdict };
+  });
+}
+
+function addedTable(rows: Measured[]): string[] {
+  return [
+    '| latency | µs | limit | verdict | from |',
+    '|---|---:|---:|---|---|',
+    ...addedLines(rows).map(({ added, valueMs, verdict }) =>
+      `| ${added.name} | ${valueMs === undefined ? 'n/a' : Math.round(valueMs * 1000)} | ${added.limitMs === undefined ? '—' : `≤ ${added.limitMs * 1000}`} | ${verdict} | ${added.source} |`),
+  ];
+}
 
 // ---------------------------------------------------------------- run
 
@@ -807,6 +878,10 @@ function resultsMarkdown(
         `${l.ratio.target === undefined ? '—' : `≥ ${l.ratio.target}`} | ${l.verdict} |`,
     ),
     '',
+    '## Latency at low load (SPEC §14)',
+    '',
+    ...addedTable(rows),
+    '',
     'Scenarios:',
     '',
     ...rows.map((m) => `- \`${m.scenario.name}\`: ${m.scenario.description}`),
@@ -889,6 +964,7 @@ async function main(): Promise<void> {
 
   console.log(['', ...table(rows), ''].join('\n'));
   for (const l of ratios(rows)) console.log(ratioText(l));
+  console.log(['', ...addedTable(rows)].join('\n'));
   if (memory.length) console.log(['', ...memoryTable(memory)].join('\n'));
 
   // A run missing a scenario, by choice or for want of a tool, never overwrites the full results.
