@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -226,9 +226,28 @@ describe('image models (SPEC §8.2)', () => {
       for (let i = 0; i < 40; i++) answers.push(await postJson(`${gw.url}/v1/infers/two-static`, {}));
       assert.deepEqual([...new Set(answers.map((x) => `${x.status} ${x.text}`))], ['200 {"who":"B"}']);
       await eventMatching(gw, 'two-static', /^Instance 0 of service two-static \(two-static@0.0.1\) was taken out of load balancing for 10 s after failing requests in a row\.$/);
+      // B goes too: the retry meets A's closed port as well, and the client hears so.
+      await new Promise((resolve) => servers[1]!.close(resolve));
+      const none = await postJson(`${gw.url}/v1/infers/two-static`, {});
+      assert.equal(none.status, 502);
+      assert.equal(none.json.error_code, 'IG.502.UpstreamError');
+      assert.match(none.json.error_msg, /^two-static@0\.0\.1: cannot connect to 127\.0\.0\.1:\d+ \(ECONNREFUSED\)$/);
     } finally {
       servers[1]!.close();
     }
+  });
+
+  test('a refused connection with no other instance to retry on is 502, naming the address', async () => {
+    const server = await new Promise<http.Server>((resolve) => {
+      const s = http.createServer((_req, res) => res.end('{}'));
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    const port = (server.address() as AddressInfo).port;
+    await deploy(gw, 'one-static', knobsPackage({ image: { endpoints: [`http://127.0.0.1:${port}`] }, health: { check_method: 'HTTP', url: '/health', period_seconds: 60, timeout_seconds: 1, failure_threshold: 3 } }));
+    await new Promise((resolve) => server.close(resolve));
+    const r = await postJson(`${gw.url}/v1/infers/one-static`, {});
+    assert.equal(r.status, 502);
+    assert.equal(r.json.error_msg, `one-static@0.0.1: cannot connect to 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   test('an instance killed under load: no request hangs, only requests in flight on it fail, and it is replaced', { timeout: 60_000 }, async () => {
@@ -274,6 +293,22 @@ describe('image models (SPEC §8.2)', () => {
     assert.notEqual(now, before);
     const logs = await fetch(`${gw.url}/v1/services/knobs-sick/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text());
     assert.match(logs, /--- the instance it replaced ---\nknobs-server listening on 127.0.0.1:\d+\n--- this instance ---\nknobs-server listening/);
+  });
+
+  test('EXEC health: a command run in the instance\'s environment; failing after start restarts it, too slow at start fails it', async () => {
+    const markers = tempDir('exec-health-');
+    const health = { check_method: 'EXEC', command: ['sh', '-c', 'test ! -e "$MARKERS/sick-$PORT"'], initial_delay_seconds: 0, timeout_seconds: 2, period_seconds: 0.2, failure_threshold: 2 };
+    await deploy(gw, 'knobs-exec', knobsPackage({ image: { command: ['node', 'server.mjs'], env: { MARKERS: markers } }, health }));
+    const port = (await postJson(`${gw.url}/v1/infers/knobs-exec/pid`, {})).json.port as number;
+    writeFileSync(path.join(markers, `sick-${port}`), '');
+    await eventMatching(gw, 'knobs-exec', /^Instance 0 of service knobs-exec \(knobs-exec@0\.0\.1\) failed its health check 2 times in a row \(health command exited with code 1\); restarting it\./);
+    rmSync(path.join(markers, `sick-${port}`));
+    await eventMatching(gw, 'knobs-exec', /^Service knobs-exec is running again: every instance passes its health check\.$/);
+    assert.equal((await postJson(`${gw.url}/v1/infers/knobs-exec/pid`, {})).status, 200);
+    const slow = { check_method: 'EXEC', command: ['sleep', '5'], initial_delay_seconds: 0, timeout_seconds: 0.3, period_seconds: 0.1, failure_threshold: 2 };
+    await deploy(gw, 'knobs-exec-slow', knobsPackage({ health: slow }), {}, 'failed');
+    const evs = await events(gw, 'knobs-exec-slow');
+    assert.ok(evs.some((m) => /^Failed to deploy the service\. Error: instance 0 of service knobs-exec-slow \(knobs-exec-slow@0\.0\.1\) failed its health check for [\d.]+ s after starting: health command did not finish within 0\.3 s/.test(m)), evs.join('\n'));
   });
 
   test('failing at start is failed, with the reason and the instance\'s last output', async () => {

@@ -242,10 +242,12 @@ export class ProxyCall implements Exchange, LiveCall {
       return;
     }
     const unsent = kind === 'connect' || kind === 'closed-before-response';
-    if (unsent && this.sent && !this.retried) {
+    // A kept-alive connection the server closed while idle is worth a fresh one to the same instance;
+    // otherwise the retry goes to another instance, and with none the client hears what went wrong.
+    const same = kind === 'closed-before-response' && reused;
+    if (unsent && this.sent && !this.retried && (same || (this.version!.runner as ImageRunner).balancer.size > 1)) {
       this.retried = true;
-      // A kept-alive connection the server closed while idle is worth a fresh one to the same instance.
-      this.send(u, kind === 'closed-before-response' && reused);
+      this.send(u, same);
       return;
     }
     this.fail(new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${message}`));

@@ -36,6 +36,14 @@ function httpProbe(h: HealthConfig, inst: LaunchedInstance, timeoutMs: number): 
   });
 }
 
+/**
+ * The check of a starting instance: its probe, and, for an EXEC probe (which can pass before the
+ * server listens), its port accepting a connection too, so no request meets a closed port.
+ */
+export async function startupProbe(h: HealthConfig, inst: LaunchedInstance): Promise<string | null> {
+  return (await probe(h, inst)) ?? (h.check_method === 'EXEC' ? tcpProbe(inst, h.timeout_seconds * 1000) : null);
+}
+
 function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
     const s = net.connect({ host: inst.host, port: inst.port });

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { EventLevel } from '../../store/events.js';
 import { Balancer, Upstream } from './balancer.js';
 import type { HealthConfig, ImageConfig } from './config.js';
-import { probe } from './health.js';
+import { probe, startupProbe } from './health.js';
 import { launcherFor, type LaunchedInstance, type Launcher } from './launchers.js';
 
 export interface ImageVersionOptions {
@@ -183,7 +183,7 @@ export class ImageRunner {
     for (;;) {
       if (this.closed) return 'was stopped while starting';
       if (exit !== null) return `${exit} before it became healthy`;
-      const why = await probe(h, inst);
+      const why = await startupProbe(h, inst);
       if (why === null) return exit === null ? null : `${exit} before it became healthy`;
       if (performance.now() >= deadline) return `failed its health check for ${+budgetS.toFixed(2)} s after starting: ${why}`;
       await Promise.race([sleep(STARTUP_POLL_MS), inst.exited]);
