@@ -479,6 +479,10 @@ describe('instances do not outlive the gateway', () => {
       process.kill(first!, 'SIGKILL');
       await eventMatching(gw, 'orphans', /^Instance \d of service orphans \(orphans@0\.0\.1\) was killed by SIGKILL; restarting it\./);
       await eventMatching(gw, 'orphans', /was restarted and is healthy/);
+      // Nor does the shell add words of its own ("Killed") to the output the events and logs show.
+      const logs = await Promise.all(['0', '1'].map((i) => fetch(`${gw.url}/v1/services/orphans/instances/${i}/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text())));
+      assert.ok(logs.some((l) => l.includes('--- the instance it replaced ---')), logs.join('\n'));
+      assert.doesNotMatch(logs.join('\n'), /Killed|Terminated|infergate-instance/);
       pids = new Set();
       await until('both instances to answer again', async () => {
         pids.add((await postJson(`${gw.url}/v1/infers/orphans/pid`, {})).json.pid as number);

@@ -111,6 +111,8 @@ export class ModelRegistry {
     try {
       await refuseLinks(src);
       await cp(src, scratch, { recursive: true });
+      // Again on the copy: a file swapped for a link between the check and the copy is caught here.
+      await refuseLinks(scratch, src);
       return await this.commit(meta, scratch, scratch, skipIfKnown);
     } finally {
       await rm(scratch, { recursive: true, force: true });
@@ -294,12 +296,15 @@ function configSha(pkg: ModelPackage): string {
 
 const createHashHex = (s: string): string => createHash('sha256').update(s).digest('hex');
 
-/** Links in a package folder are refused like links in an archive: they could point anywhere. */
-async function refuseLinks(dir: string): Promise<void> {
+/**
+ * Links in a package folder are refused like links in an archive: they could point anywhere.
+ * `shown` names the folder in the message (the source, when `dir` is its copy).
+ */
+async function refuseLinks(dir: string, shown = dir): Promise<void> {
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
     if (e.isSymbolicLink()) {
       const rel = path.relative(dir, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
-      throw new PackageError(`${dir}: '${rel}' is a link; packages may hold only files and folders`);
+      throw new PackageError(`${shown}: '${rel}' is a link; packages may hold only files and folders`);
     }
   }
 }

@@ -152,14 +152,17 @@ export class ProxyCall implements Exchange, LiveCall {
   }
 
   /**
-   * Sends the request (again, after a failure) to an instance other than `avoid` where there is
-   * one. `whole`: the entire body, still in uWebSockets.js' buffer, copied straight behind the head.
+   * Sends the request (again, after `failure` on `avoid`) to an instance other than `avoid` where
+   * there is one; with none, the client hears of the failure. `whole`: the entire body, still in
+   * uWebSockets.js' buffer, copied straight behind the head.
    */
-  private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null): void {
+  private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null, failure: string | null = null): void {
     const runner = this.version!.runner as ImageRunner;
     const u = runner.balancer.pick(avoid) ?? (sameIfAlone ? avoid : null);
     if (!u) {
-      this.fail(new GatewayError(503, 'NoInstance', `no instance of ${this.version!.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' }));
+      this.fail(failure !== null
+        ? new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${failure}`)
+        : new GatewayError(503, 'NoInstance', `no instance of ${this.version!.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' }));
       return;
     }
     u.outstanding++;
@@ -245,9 +248,9 @@ export class ProxyCall implements Exchange, LiveCall {
     // A kept-alive connection the server closed while idle is worth a fresh one to the same instance;
     // otherwise the retry goes to another instance, and with none the client hears what went wrong.
     const same = kind === 'closed-before-response' && reused;
-    if (unsent && this.sent && !this.retried && (same || (this.version!.runner as ImageRunner).balancer.size > 1)) {
+    if (unsent && this.sent && !this.retried) {
       this.retried = true;
-      this.send(u, same);
+      this.send(u, same, null, message);
       return;
     }
     this.fail(new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${message}`));

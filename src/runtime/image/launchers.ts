@@ -65,33 +65,39 @@ function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
  * Runs "$@" under a watchdog so that the group dies with the gateway even when the gateway
  * cannot stop it (SIGKILL, a crash, the OOM killer): fd 3 is a socket whose other end only the
  * gateway holds, so reading it ends when the gateway is gone, and then the group gets SIGTERM,
- * then SIGKILL 5 s later. The shell waits through signals meant for the group, and leaves the
- * way the command left (its exit code, or the same signal), so the gateway sees the command.
+ * then SIGKILL 5 s later. The command runs in the foreground (so it does not start with SIGINT
+ * and SIGQUIT ignored, as a background job would) with its own stderr on fd 4, while the shell's
+ * own messages ("Terminated") go nowhere. A stop meant for the group waits for the command, one
+ * that came before it started skips it, and the shell leaves the way the command left (its exit
+ * code, or the same signal, without a core of its own), so the gateway sees the command. With the
+ * gateway alive the watcher is stopped and reaped; with it gone, the watcher finishes its work.
  */
 const WATCHDOG = [
+  'exec 4>&2 2>/dev/null',
   "trap 'stopping=1' HUP INT TERM",
-  '"$@" 3<&- &',
-  'child=$!',
-  "(trap '' HUP INT TERM; read -r _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) &",
+  "(trap '' HUP INT TERM; read -r _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) 4>&- &",
   'watcher=$!',
-  'exec 3<&-',
-  'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done',
-  'kill -KILL "$watcher" 2>/dev/null',
-  'if [ "$code" -gt 128 ]; then sig=$(kill -l "$code"); trap - "$sig" 2>/dev/null; kill -s "$sig" $$; fi',
+  // In a subshell that execs it: dash applies a simple command's redirections in the shell itself.
+  'if [ -z "$stopping" ]; then (exec "$@" 2>&4 3<&- 4>&-); code=$?; else code=143; fi',
+  'if kill -0 "$PPID"; then kill -KILL "$watcher"; wait "$watcher"; fi',
+  'if [ "$code" -gt 128 ] && sig=$(kill -l "$code"); then ulimit -c 0; trap - "$sig"; kill -s "$sig" $$; fi',
   'exit "$code"',
 ].join('\n');
 
-/** Whether argv0 names an executable file, looked up as exec would (PATH, or a path from cwd). */
-function executable(argv0: string, cwd: string, env: NodeJS.ProcessEnv): boolean {
+/**
+ * The file exec would run for argv0 (PATH, or a path from cwd), or null. The watchdog is given
+ * the path, so a name the shell has a builtin of (echo, test, kill) still runs the program.
+ */
+function executable(argv0: string, cwd: string, env: NodeJS.ProcessEnv): string | null {
   const candidates = argv0.includes('/') ? [path.resolve(cwd, argv0)] : (env['PATH'] ?? '').split(':').map((dir) => path.resolve(cwd, dir || '.', argv0));
-  return candidates.some((file) => {
+  return candidates.find((file) => {
     try {
       accessSync(file, constants.X_OK);
       return statSync(file).isFile();
     } catch {
       return false;
     }
-  });
+  }) ?? null;
 }
 
 /**
@@ -100,9 +106,10 @@ function executable(argv0: string, cwd: string, env: NodeJS.ProcessEnv): boolean
  * for a command that cannot run, so that the spawn error names it as Node reports it.
  */
 function spawnInstance(argv: string[], cwd: string, env: NodeJS.ProcessEnv, output: 'pipe' | 'ignore'): ChildProcess {
-  const watched = process.platform !== 'win32' && executable(argv[0]!, cwd, env);
-  const [file, args] = watched ? ['/bin/sh', ['-c', WATCHDOG, 'infergate-instance', ...argv]] : [argv[0]!, argv.slice(1)];
-  const child = spawn(file, args, { cwd, env, stdio: ['ignore', output, output, ...(watched ? ['pipe' as const] : [])], detached: true });
+  const file = process.platform === 'win32' ? null : executable(argv[0]!, cwd, env);
+  const child = file
+    ? spawn('/bin/sh', ['-c', WATCHDOG, 'infergate-instance', file, ...argv.slice(1)], { cwd, env, stdio: ['ignore', output, output, 'pipe'], detached: true })
+    : spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', output, output], detached: true });
   children.add(child);
   child.on('exit', () => children.delete(child));
   return child;
