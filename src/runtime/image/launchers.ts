@@ -73,6 +73,7 @@ function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
  * gateway alive the watcher is stopped and reaped; with it gone, the watcher finishes its work.
  */
 const WATCHDOG = [
+  'unset INFERGATE_WATCHDOG',
   'exec 4>&2 2>/dev/null',
   "trap 'stopping=1' HUP INT TERM",
   "(trap '' HUP INT TERM; read -r _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) 4>&- &",
@@ -108,7 +109,10 @@ function executable(argv0: string, cwd: string, env: NodeJS.ProcessEnv): string 
 function spawnInstance(argv: string[], cwd: string, env: NodeJS.ProcessEnv, output: 'pipe' | 'ignore'): ChildProcess {
   const file = process.platform === 'win32' ? null : executable(argv[0]!, cwd, env);
   const child = file
-    ? spawn('/bin/sh', ['-c', WATCHDOG, 'infergate-instance', file, ...argv.slice(1)], { cwd, env, stdio: ['ignore', output, output, 'pipe'], detached: true })
+    // The script travels in the environment (and leaves it) so that ps shows a short line.
+    ? spawn('/bin/sh', ['-c', 'eval "$INFERGATE_WATCHDOG"', 'infergate-instance', file, ...argv.slice(1)], {
+      cwd, env: { ...env, INFERGATE_WATCHDOG: WATCHDOG }, stdio: ['ignore', output, output, 'pipe'], detached: true,
+    })
     : spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', output, output], detached: true });
   children.add(child);
   child.on('exit', () => children.delete(child));
