@@ -305,6 +305,10 @@ describe('image models (SPEC §8.2)', () => {
     rmSync(path.join(markers, `sick-${port}`));
     await eventMatching(gw, 'knobs-exec', /^Service knobs-exec is running again: every instance passes its health check\.$/);
     assert.equal((await postJson(`${gw.url}/v1/infers/knobs-exec/pid`, {})).status, 200);
+    // An exit code that reads like a real-time signal's (128 + 34) is still a failing code.
+    const odd = { check_method: 'EXEC', command: ['sh', '-c', 'exit 162'], initial_delay_seconds: 0, timeout_seconds: 1, period_seconds: 0.1, failure_threshold: 2 };
+    await deploy(gw, 'knobs-exec-162', knobsPackage({ health: odd }), {}, 'failed');
+    assert.ok((await events(gw, 'knobs-exec-162')).some((m) => /failed its health check for [\d.]+ s after starting: health command exited with code 162/.test(m)));
     const slow = { check_method: 'EXEC', command: ['sleep', '5'], initial_delay_seconds: 0, timeout_seconds: 0.3, period_seconds: 0.1, failure_threshold: 2 };
     await deploy(gw, 'knobs-exec-slow', knobsPackage({ health: slow }), {}, 'failed');
     const evs = await events(gw, 'knobs-exec-slow');

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageConfig } from './config.js';
 import { DockerLauncher } from './docker.js';
 import { OutputTail } from './output.js';
@@ -46,6 +47,9 @@ export function launcherFor(ctx: LaunchContext): Launcher {
   }
 }
 
+/** How long after its start an instance is given before a SIGTERM is sent to it (see stop()). */
+const STARTUP_SIGNAL_MS = 250;
+
 /** Processes still running, killed if the gateway exits without stopping them. */
 const children = new Set<ChildProcess>();
 process.on('exit', () => {
@@ -68,21 +72,26 @@ function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
  * then SIGKILL 5 s later. The command runs in the foreground (so it does not start with SIGINT
  * and SIGQUIT ignored, as a background job would) with its own stderr on fd 4, while the shell's
  * own messages ("Terminated") go nowhere. A stop meant for the group waits for the command, one
- * that came before it started skips it, and the shell leaves the way the command left (its exit
- * code, or the same signal, without a core of its own), so the gateway sees the command. With the
- * gateway alive the watcher is stopped and reaped; with it gone, the watcher finishes its work.
+ * that came before it started skips it, and the shell leaves the way the command left: its exit
+ * code, or the same signal when that signal ends a process (no core of its own); an exit code
+ * that only looks like a signal the shell could not die of (a stop, a real-time one) stays a
+ * code. With the gateway alive the watcher is stopped and reaped; with it gone, the watcher
+ * finishes its work.
  */
 const WATCHDOG = [
-  'unset INFERGATE_WATCHDOG',
+  'unset INFERGATE_WATCHDOG ig_stop',
   'exec 4>&2 2>/dev/null',
-  "trap 'stopping=1' HUP INT TERM",
+  "trap 'ig_stop=1' HUP INT TERM",
   "(trap '' HUP INT TERM; read -r _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) 4>&- &",
-  'watcher=$!',
+  'ig_watcher=$!',
   // In a subshell that execs it: dash applies a simple command's redirections in the shell itself.
-  'if [ -z "$stopping" ]; then (exec "$@" 2>&4 3<&- 4>&-); code=$?; else code=143; fi',
-  'if kill -0 "$PPID"; then kill -KILL "$watcher"; wait "$watcher"; fi',
-  'if [ "$code" -gt 128 ] && sig=$(kill -l "$code"); then ulimit -c 0; trap - "$sig"; kill -s "$sig" $$; fi',
-  'exit "$code"',
+  'if [ -z "$ig_stop" ]; then (exec "$@" 2>&4 3<&- 4>&-); ig_code=$?; else ig_code=143; fi',
+  'if kill -0 "$PPID"; then kill -KILL "$ig_watcher"; wait "$ig_watcher"; fi',
+  'if [ "$ig_code" -gt 128 ]; then case $(kill -l "$ig_code") in',
+  '  HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|XCPU|XFSZ|VTALRM|PROF|IO|PWR|SYS)',
+  '    ig_sig=$(kill -l "$ig_code"); ulimit -c 0; trap - "$ig_sig"; kill -s "$ig_sig" $$;;',
+  'esac; fi',
+  'exit "$ig_code"',
 ].join('\n');
 
 /**
@@ -115,7 +124,13 @@ function spawnInstance(argv: string[], cwd: string, env: NodeJS.ProcessEnv, outp
     })
     : spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', output, output], detached: true });
   children.add(child);
-  child.on('exit', () => children.delete(child));
+  child.on('exit', () => {
+    children.delete(child);
+    // What the command left behind in its group (a daemon, a worker of a pool) goes with it.
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch { /* nothing left */ }
+  });
   return child;
 }
 
@@ -147,7 +162,7 @@ export function runCommand(command: string[], cwd: string, env: NodeJS.ProcessEn
     c.on('error', () => undefined);
     c.on('close', (code) => {
       clearTimeout(timer);
-      resolve(code ?? -1);
+      resolve(code !== null && code >= 0 ? code : -1);
     });
   });
 }
@@ -173,6 +188,7 @@ export class ProcessLauncher implements Launcher {
     const env = { ...process.env, ...vars };
     const argv = expandArgs(this.ctx.image.command!, vars);
     const output = new OutputTail();
+    const spawnedAt = performance.now();
     const child = spawnInstance(argv, this.ctx.packageDir, env, 'pipe');
     child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
     child.stderr!.setEncoding('utf8').on('data', (s: string) => output.push(s));
@@ -195,6 +211,10 @@ export class ProcessLauncher implements Launcher {
       logs: () => output.text(),
       exec: (command, timeoutMs) => runCommand(expandArgs(command, vars), cwd, env, timeoutMs),
       async stop(graceMs) {
+        // A SIGTERM in the first moments can reach the watchdog's subshell before it execs the
+        // command, and be lost there: a stop that early waits until the command runs.
+        const early = STARTUP_SIGNAL_MS - (performance.now() - spawnedAt);
+        if (early > 0 && !done) await Promise.race([sleep(early), exited]);
         if (done) return;
         killGroup(child, 'SIGTERM');
         const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
