@@ -11,6 +11,9 @@ COPY bench ./bench
 RUN npx tsc -p tsconfig.json
 
 FROM node:20-bookworm-slim
+# tini as PID 1: it reaps processes orphaned in the container (what an image model's server or a
+# health command leaves behind) and passes SIGTERM on to the gateway.
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production INFERGATE_HOST=0.0.0.0 INFERGATE_PORT=8080 INFERGATE_DATA_DIR=/data INFERGATE_MODELS_DIR=/app/models
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
@@ -21,4 +24,5 @@ RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 EXPOSE 8080
 USER node
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "dist/src/cli/main.js", "serve"]
