@@ -596,15 +596,27 @@ const ORT_BARE_1: Scenario = {
   load: (s, seconds) => runOrtLoop(s.port, seconds),
 };
 
+const BARE_UWS: Scenario = {
+  name: 'bare_uws',
+  description: 'bare uWebSockets.js: reads the POST body, answers a constant JSON (the ceiling)',
+  start: async () => benchServer('bare-uws.js', await freePort()),
+  path: '/infer',
+  body: CCFRAUD_BATCH1,
+  contentType: PANDAS_RECORDS,
+};
+
+const INFERGATE: Scenario = {
+  name: 'infergate',
+  description: 'infergate serve, ONNX path, ccfraud, batch-1 pandas-records (inference log on, every request)',
+  start: () => startInfergate(null),
+  path: '/v1/infers/ccfraud',
+  body: CCFRAUD_BATCH1,
+  contentType: PANDAS_RECORDS,
+  check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
+};
+
 export const SCENARIOS: Scenario[] = [
-  {
-    name: 'bare_uws',
-    description: 'bare uWebSockets.js: reads the POST body, answers a constant JSON (the ceiling)',
-    start: async () => benchServer('bare-uws.js', await freePort()),
-    path: '/infer',
-    body: CCFRAUD_BATCH1,
-    contentType: PANDAS_RECORDS,
-  },
+  BARE_UWS,
   {
     name: 'fastify_ort',
     description: 'Fastify 5 + onnxruntime-node in-process, ccfraud, pandas-records in and out',
@@ -614,15 +626,7 @@ export const SCENARIOS: Scenario[] = [
     contentType: PANDAS_RECORDS,
     check: (s) => checkDense1(s.port, '/infer', CCFRAUD_BATCH1, PANDAS_RECORDS),
   },
-  {
-    name: 'infergate',
-    description: 'infergate serve, ONNX path, ccfraud, batch-1 pandas-records (inference log on, every request)',
-    start: () => startInfergate(null),
-    path: '/v1/infers/ccfraud',
-    body: CCFRAUD_BATCH1,
-    contentType: PANDAS_RECORDS,
-    check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
-  },
+  INFERGATE,
   {
     name: 'infergate_unlogged',
     description: 'the same with the inference log off (logs.sample_rate 0), to price the log',
@@ -634,25 +638,8 @@ export const SCENARIOS: Scenario[] = [
   },
   SECURED,
   ORT_BARE_1,
-  {
-    name: 'bare_uws_1c',
-    description: 'bare_uws with one connection: the HTTP round trip over loopback alone',
-    start: async () => benchServer('bare-uws.js', await freePort()),
-    path: '/infer',
-    body: CCFRAUD_BATCH1,
-    contentType: PANDAS_RECORDS,
-    connections: 1,
-  },
-  {
-    name: 'infergate_1c',
-    description: 'infergate with one connection, one request at a time (inference log on)',
-    start: () => startInfergate(null),
-    path: '/v1/infers/ccfraud',
-    body: CCFRAUD_BATCH1,
-    contentType: PANDAS_RECORDS,
-    connections: 1,
-    check: (s) => checkDense1(s.port, '/v1/infers/ccfraud', CCFRAUD_BATCH1, PANDAS_RECORDS),
-  },
+  { ...BARE_UWS, name: 'bare_uws_1c', description: 'bare_uws with one connection: the HTTP round trip over loopback alone', connections: 1 },
+  { ...INFERGATE, name: 'infergate_1c', description: 'infergate with one connection, one request at a time (inference log on)', connections: 1 },
   ORT_BARE_10K,
   BARE_UWS_ARROW,
   INFERGATE_ARROW,

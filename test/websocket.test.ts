@@ -67,6 +67,17 @@ const chunkMessage = (id: string, samples: Float32Array, at: number) => ({
   id, inputs: [{ name: 'input', shape: [1, CHUNK], datatype: 'FP32', data: Array.from(samples.subarray(at, at + CHUNK)) }, { name: 'sr', shape: [], datatype: 'INT64', data: [16000] }],
 });
 
+/** Sends the audio chunk by chunk over one connection, each after the last one's answer; the speech probabilities. */
+async function streamed(sock: Parameters<typeof nextMessages>[0], samples: Float32Array, idPrefix: string): Promise<number[]> {
+  const got: number[] = [];
+  for (let at = 0, k = 0; at < samples.length; at += CHUNK, k++) {
+    const answer = nextMessages(sock, 1);
+    sock.send(JSON.stringify(chunkMessage(`${idPrefix}${k}`, samples, at)));
+    got.push((await answer)[0].outputs[0].data[0]);
+  }
+  return got;
+}
+
 describe('WebSocket streaming', () => {
   let gw: RunningGateway;
   let ws: string;
@@ -244,13 +255,7 @@ describe('WebSocket streaming', () => {
     const reset = nextMessages(ca, 1);
     ca.send(JSON.stringify({ id: 'r', reset: true }));
     assert.deepEqual((await reset)[0], { id: 'r', reset: true });
-    const again: number[] = [];
-    for (let at = 0, k = 0; at < a.length; at += CHUNK, k++) {
-      const r = nextMessages(ca, 1);
-      ca.send(JSON.stringify(chunkMessage(`again${k}`, a, at)));
-      again.push((await r)[0].outputs[0].data[0]);
-    }
-    assert.deepEqual(again, wantA);
+    assert.deepEqual(await streamed(ca, a, 'again'), wantA);
     ca.close();
     cb.close();
   });
@@ -260,13 +265,7 @@ describe('WebSocket streaming', () => {
     const samples = audio(5, 4);
     const want = await sileroDirect(session, samples);
     const c = await openWs(`${ws}/v1/infers/vad`);
-    const got: number[] = [];
-    for (let at = 0, k = 0; at < samples.length; at += CHUNK, k++) {
-      const answer = nextMessages(c, 1);
-      c.send(JSON.stringify(chunkMessage(`s${k}`, samples, at)));
-      got.push((await answer)[0].outputs[0].data[0]);
-    }
-    assert.deepEqual(got, want);
+    assert.deepEqual(await streamed(c, samples, 's'), want);
     c.close();
   });
 
