@@ -197,6 +197,53 @@ describe('image models (SPEC §8.2)', () => {
     assert.equal(teapot.status, 418);
   });
 
+  test('the inference log keeps what an image model was sent and answered', async () => {
+    await deploy(gw, 'knobs-log', knobsPackage());
+    const send = (path: string, id: string, body: Buffer | undefined, type?: string): Promise<Raw> =>
+      raw(`${gw.url}/v1/infers/knobs-log${path}`, { headers: { 'x-request-id': id, ...(type ? { 'content-type': type } : {}) }, body });
+    const sent = { data: { req_data: [{ sepal_length: 5.1, label: 'a' }] } };
+    assert.equal((await send('/echo', 'log-json', Buffer.from(JSON.stringify(sent)), 'application/json')).status, 200);
+    assert.equal((await send('/echo', 'log-text', Buffer.from('plain words'), 'text/plain')).status, 200);
+    const binary = Buffer.from([0xff, 0xfe, 0x00, 0x01]);
+    assert.equal((await send('/echo', 'log-binary', binary, 'application/octet-stream')).status, 200);
+    // Over logs.max_record_bytes (64 KiB by default): served whole, not kept, and the record says so.
+    const big = randomBytes(100_000);
+    const bigAnswer = await send('/echo-chunked', 'log-big', big, 'application/octet-stream');
+    assert.equal(sha(bigAnswer.body), sha(big));
+    assert.equal((await send('/status?code=503', 'log-503', undefined)).status, 503);
+    assert.equal((await send(`/slow?ms=${TIMEOUT_MS + 1000}`, 'log-504', undefined)).status, 504);
+    const page = await raw(`${gw.url}/v1/services/knobs-log/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN, 'content-type': 'application/json' }, body: Buffer.from('{"order":"Asc"}') });
+    assert.equal(page.status, 200, page.body.toString());
+    assert.equal(page.headers['x-iteration-status'], 'All');
+    const records = JSON.parse(page.body.toString()) as any[];
+    const byId = new Map(records.map((r) => [r.metadata.request_id, r]));
+    assert.deepEqual([...byId.keys()], ['log-json', 'log-text', 'log-binary', 'log-big', 'log-503', 'log-504']);
+    const json = byId.get('log-json');
+    assert.deepEqual(json.in, { body: sent });
+    assert.deepEqual(json.out, { body: sent });
+    assert.equal(json.metadata.status, 200);
+    assert.equal(json.metadata.pipeline_version, 'knobs-log-0.0.1');
+    assert.equal(JSON.parse(json.metadata.last_model).model_name, 'knobs-log');
+    assert.ok(json.metadata.elapsed[1] > 0);
+    assert.deepEqual(byId.get('log-text').in, { body: 'plain words' });
+    assert.deepEqual(byId.get('log-binary').out, { body: { base64: binary.toString('base64') } });
+    assert.deepEqual(byId.get('log-big').in, {});
+    assert.deepEqual(byId.get('log-big').metadata.dropped, ['in.body', 'out.body']);
+    assert.equal(byId.get('log-503').metadata.status, 503);
+    assert.deepEqual(byId.get('log-503').out, { body: { error: 'as asked' } });
+    const timedOut = byId.get('log-504');
+    assert.equal(timedOut.metadata.status, 504);
+    assert.match(timedOut.metadata.error, new RegExp(`did not answer within ${TIMEOUT_MS} ms`));
+    assert.equal(timedOut.out.body.error_code, 'IG.504.UpstreamTimeout');
+    // The same page as Arrow: one column per body.
+    const arrow = await raw(`${gw.url}/v1/services/knobs-log/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN, accept: 'application/vnd.apache.arrow.file', 'content-type': 'application/json' }, body: Buffer.from('{}') });
+    assert.equal(arrow.status, 200, arrow.body.toString());
+    const { tableFromIPC } = await import('apache-arrow');
+    const table = tableFromIPC(arrow.body);
+    assert.equal(table.numRows, 6);
+    assert.ok(table.schema.fields.some((f) => f.name === 'in.body'));
+  });
+
   test('a slow upstream is answered 504, and the service keeps serving', async () => {
     await deploy(gw, 'knobs-slow', knobsPackage());
     const slow = await postJson(`${gw.url}/v1/infers/knobs-slow/slow?ms=${TIMEOUT_MS * 3}`, {});

@@ -8,6 +8,7 @@ import type { ImageRunner } from '../runtime/image/runner.js';
 import { HOP_BY_HOP, type Exchange, type ResponseHead, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
 import { errorReply, statusLine, writeReply } from './respond.js';
 import type { LiveCall } from './live.js';
+import { BodyCapture } from '../telemetry/inference-log.js';
 
 /** What the proxy needs from the inference front (the same admission, routing and bookkeeping as ONNX calls). */
 export interface ProxyHost {
@@ -26,6 +27,8 @@ export interface UpstreamRequest {
   headers: string;
   /** The client's Content-Length, or -1: the body is sent chunked. */
   contentLength: number;
+  /** The client's Content-Type ('' if none), for the inference log. */
+  contentType: string;
 }
 
 /** Request headers not forwarded: hop-by-hop, framing (re-done for the upstream), and those the gateway sets. */
@@ -42,8 +45,10 @@ export function upstreamRequest(req: HttpRequest, apiPath: string, dropCredentia
   let contentLength = 0;
   let chunked = false;
   let connection = '';
+  let contentType = '';
   req.forEach((name, value) => {
     if (name === 'content-length') contentLength = Number(value);
+    else if (name === 'content-type') contentType = value;
     else if (name === 'transfer-encoding') chunked = true;
     else if (name === 'connection') connection = value;
     if (NOT_FORWARDED.has(name) || (dropCredentials && CREDENTIALS.has(name))) return;
@@ -59,6 +64,7 @@ export function upstreamRequest(req: HttpRequest, apiPath: string, dropCredentia
     requestLine: `${req.getCaseSensitiveMethod()} ${query ? `${apiPath}?${query}` : apiPath} HTTP/1.1\r\n`,
     headers,
     contentLength: chunked ? -1 : contentLength,
+    contentType,
   };
 }
 
@@ -95,6 +101,8 @@ export class ProxyCall implements Exchange, LiveCall {
   private headWritten = false;
   private pending: Buffer | null = null;
   private pendingOffset = 0;
+  /** A sampled request's bodies, copied for the inference log as they pass (null: not sampled). */
+  private readonly captured: { request: BodyCapture; response: BodyCapture } | null;
 
   constructor(
     private readonly host: ProxyHost,
@@ -105,11 +113,15 @@ export class ProxyCall implements Exchange, LiveCall {
     private readonly pinned: ServiceVersion | null,
     readonly ruleHeaders: Record<string, string> | null,
     private readonly request: UpstreamRequest,
-  ) {}
+  ) {
+    const log = service.log;
+    this.captured = log !== null && log.sample() ? { request: new BodyCapture(log.maxRecordBytes), response: new BodyCapture(log.maxRecordBytes) } : null;
+  }
 
   /** uWebSockets.js body chunk: valid only during this callback, so it is copied. */
   onData(chunk: ArrayBuffer, isLast: boolean): void {
     if (this.cancelled) return;
+    this.captured?.request.add(new Uint8Array(chunk));
     this.received += chunk.byteLength;
     if (this.discarding || this.received > this.host.maxBodyBytes) return this.overLimit(isLast);
     if (isLast) this.bodyEnded = true;
@@ -213,6 +225,7 @@ export class ProxyCall implements Exchange, LiveCall {
   onBody(chunk: Buffer, last: boolean): void {
     if (last) this.releaseUpstream();
     if (this.cancelled) return;
+    this.captured?.response.add(chunk);
     const res = this.res;
     if (last && !this.headWritten) {
       // The common case: the whole answer arrived at once.
@@ -298,8 +311,10 @@ export class ProxyCall implements Exchange, LiveCall {
       return;
     }
     if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.host.log(err);
-    writeReply(this.res, errorReply(err, close), this.requestId, this.version?.servedBy.label ?? null);
-    this.complete(err.status);
+    const reply = errorReply(err, close);
+    writeReply(this.res, reply, this.requestId, this.version?.servedBy.label ?? null);
+    this.captured?.response.add(typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body);
+    this.complete(err.status, err.message);
   }
 
   private overLimit(isLast: boolean): void {
@@ -391,13 +406,25 @@ export class ProxyCall implements Exchange, LiveCall {
     this.conn = null;
   }
 
-  private complete(status: number): void {
+  private complete(status: number, error: string | null = null): void {
     this.cancelled = true;
     const v = this.version;
-    if (v) v.metrics.request(status, (performance.now() - this.startedAt) / 1000);
+    const elapsedMs = performance.now() - this.startedAt;
+    if (v) v.metrics.request(status, elapsedMs / 1000);
     else this.host.unrouted(status);
+    if (this.captured && v) {
+      const responseType = error === null && this.head ? headerValue(this.head.headers, 'content-type') : 'application/json';
+      const c = this.captured;
+      this.service.log!.commitExchange(this.requestId, c.request, this.request.contentType, c.response, responseType, v.servedBy, status, Math.round(elapsedMs * 1e6), error);
+    }
     this.host.settle(this);
   }
+}
+
+/** A header's value in a parsed head's alternating name/value list ('' if absent). */
+function headerValue(headers: string[], name: string): string {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1]!;
+  return '';
 }
 
 /** How much past the limit is read and dropped before the connection is closed instead. */

@@ -35,8 +35,41 @@ export type ShadowSlot = Map<string, ShadowAnswer | string | null>;
 /** A version (and the body format) records refer to by a small number. */
 interface Source {
   by: ServedBy;
-  sig: ModelSignature;
+  /** null: an Image model's version, whose records hold the bodies exchanged, not tensors. */
+  sig: ModelSignature | null;
 }
+
+/**
+ * A copy of a body as it streams past, for the log: up to `limit` bytes, after which it is
+ * dropped whole (the record says so) rather than kept cut off.
+ */
+export class BodyCapture {
+  private parts: Uint8Array[] = [];
+  private size = 0;
+  over = false;
+
+  constructor(private readonly limit: number) {}
+
+  /** Copies the chunk (it may be a view of a buffer that is reused). */
+  add(chunk: Uint8Array): void {
+    if (this.over || chunk.length === 0) return;
+    this.size += chunk.length;
+    if (this.size > this.limit) {
+      this.over = true;
+      this.parts = [];
+      return;
+    }
+    this.parts.push(chunk.slice());
+  }
+
+  bytes(): Uint8Array {
+    return this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
+  }
+}
+
+/** Flags of an exchange record: a body over max_record_bytes was not kept. */
+const REQUEST_DROPPED = 1;
+const RESPONSE_DROPPED = 2;
 
 export type IterationStatus = 'All' | 'RecordLimited' | 'ByteLimited' | 'SchemaChange';
 
@@ -168,17 +201,70 @@ export class ServiceLog {
     return this.ring.put(body);
   }
 
+  /** Bodies of an exchange are kept up to this size each (see BodyCapture). */
+  get maxRecordBytes(): number {
+    return this.settings.max_record_bytes;
+  }
+
+  /**
+   * An Image model's sampled exchange is over: the record keeps the request and response bodies
+   * as they passed (the proxy streams them, so they were copied on the way) and the answer's type.
+   */
+  commitExchange(
+    requestId: string, request: BodyCapture, contentType: string, response: BodyCapture, responseType: string,
+    by: ServedBy, status: number, elapsedNs: number, error: string | null,
+  ): void {
+    const body = request.over ? EMPTY : request.bytes();
+    const answer = response.over ? EMPTY : response.bytes();
+    const seq = this.nextRecord();
+    const i = seq % this.n;
+    this.time[i] = Date.now();
+    this.bodyAt[i] = this.keepBody(body);
+    this.bodyLen[i] = body.length;
+    this.status[i] = status;
+    this.source[i] = this.sourceId(by, null);
+    this.format[i] = this.formatId(contentType);
+    this.ihLength[i] = -1;
+    this.elapsed[2 * i] = 0;
+    this.elapsed[2 * i + 1] = elapsedNs;
+    // [u8 idLen][id][u8 flags][u16 typeLen][type][answer]
+    const id = Buffer.from(requestId.slice(0, MAX_ID), 'latin1');
+    const type = Buffer.from(responseType.slice(0, 0xffff), 'latin1');
+    const size = 4 + id.length + type.length + answer.length;
+    this.room(size);
+    const b = this.scratch;
+    let p = 0;
+    b[p++] = id.length;
+    b.set(id, p);
+    p += id.length;
+    b[p++] = (request.over ? REQUEST_DROPPED : 0) | (response.over ? RESPONSE_DROPPED : 0);
+    b[p++] = type.length & 0xff;
+    b[p++] = type.length >>> 8;
+    b.set(type, p);
+    p += type.length;
+    b.set(answer, p);
+    this.outAt[i] = this.ring!.put(b.subarray(0, size));
+    this.outLen[i] = size;
+    if (error !== null) this.errors.set(seq, error);
+  }
+
+  /** The next record's sequence number; what its slot held before is forgotten. */
+  private nextRecord(): number {
+    const seq = this.nextSeq++;
+    if (seq >= this.n) {
+      this.errors.delete(seq - this.n);
+      this.shadows.delete(seq - this.n);
+    }
+    return seq;
+  }
+
   /** The reply went out: the record joins the log. */
   commit(
     requestId: string, bodyAt: number, bodyLen: number, contentType: string, ihLength: number,
     by: ServedBy, sig: ModelSignature, status: number, result: InferResult | null, rows: number, error: string | null, shadows: ShadowSlot | null,
   ): void {
-    const seq = this.nextSeq++;
+    const seq = this.nextRecord();
     const i = seq % this.n;
-    if (seq >= this.n) {
-      this.errors.delete(seq - this.n);
-      this.shadows.delete(seq - this.n);
-    }
     this.time[i] = Date.now();
     this.bodyAt[i] = bodyAt;
     this.bodyLen[i] = bodyLen;
@@ -221,7 +307,7 @@ export class ServiceLog {
 
   // ---- the request path's part ----
 
-  private sourceId(by: ServedBy, sig: ModelSignature): number {
+  private sourceId(by: ServedBy, sig: ModelSignature | null): number {
     let id = this.sourceIds.get(by);
     if (id === undefined) {
       id = this.sources.push({ by, sig }) - 1;
@@ -300,11 +386,15 @@ export class ServiceLog {
     const ring = this.ring!;
     const src = this.sources[this.source[i]!]!;
     const packed = ring.get(this.outAt[i]!, this.outLen[i]!);
-    const { requestId, outputs } = unpackOutputs(packed, src.sig);
+    const body = ring.get(this.bodyAt[i]!, this.bodyLen[i]!);
+    const contentType = this.formats[this.format[i]!]!;
+    const sig = src.sig;
+    if (sig === null) return this.renderExchange(seq, packed, body, contentType, src.by);
+    const { requestId, outputs } = unpackOutputs(packed, sig);
     let inputs: [string, string][] = [];
     try {
-      const decoded = decodeBody(ring.get(this.bodyAt[i]!, this.bodyLen[i]!), { contentType: this.formats[this.format[i]!]!, inferenceHeaderLength: this.ihLength[i]! }, src.sig);
-      inputs = decoded.request.inputs.map((t, k) => [src.sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
+      const decoded = decodeBody(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
+      inputs = decoded.request.inputs.map((t, k) => [sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
     } catch {
       // A body that failed to decode was answered with an error; the record says so without inputs.
     }
@@ -314,21 +404,67 @@ export class ServiceLog {
       : [];
     if (outputs.length && src.by.modelSplit) outputs.push(['_model_split', `[${JSON.stringify({ name: src.by.modelName, version: src.by.modelVersion, sha: src.by.modelSha })}]`]);
     const dropped = shrink(inputs, outputs, shadowCols, this.settings.max_record_bytes);
+    let text = this.recordText(seq, src.by, requestId, inputs, outputs, dropped);
+    for (const [label, v] of shadowCols) text += `,${JSON.stringify(label)}:${v}`;
+    const schema = `${sig.inputs.map((x) => x.name).join(',')}|${sig.outputs.map((x) => x.name).join(',')}|${shadows ? [...shadows.keys()].join(',') : ''}`;
+    return { text: text + '}', schema };
+  }
+
+  /** An Image model's record: `in.body` and `out.body` are the bodies as JSON where they are JSON, else text or base64. */
+  private renderExchange(seq: number, packed: Uint8Array, body: Uint8Array, contentType: string, by: ServedBy): { text: string; schema: string } {
+    let p = 0;
+    const idLen = packed[p++]!;
+    const requestId = Buffer.from(packed.subarray(p, p + idLen)).toString('latin1');
+    p += idLen;
+    const flags = packed[p++]!;
+    const typeLen = packed[p]! | (packed[p + 1]! << 8);
+    p += 2;
+    const responseType = Buffer.from(packed.subarray(p, p + typeLen)).toString('latin1');
+    p += typeLen;
+    const inputs: [string, string][] = flags & REQUEST_DROPPED ? [] : [['body', bodyJson(body, contentType)]];
+    const outputs: [string, string][] = flags & RESPONSE_DROPPED ? [] : [['body', bodyJson(packed.subarray(p), responseType)]];
+    const dropped = [...(flags & REQUEST_DROPPED ? ['in.body'] : []), ...(flags & RESPONSE_DROPPED ? ['out.body'] : []), ...shrink(inputs, outputs, [], this.settings.max_record_bytes)];
+    return { text: this.recordText(seq, by, requestId, inputs, outputs, dropped) + '}', schema: 'body|body|' };
+  }
+
+  /** A record as JSON, without its closing brace (shadow columns may follow). */
+  private recordText(seq: number, by: ServedBy, requestId: string, inputs: [string, string][], outputs: [string, string][], dropped: string[]): string {
+    const i = seq % this.n;
     const error = this.errors.get(seq);
     const metadata = {
-      last_model: JSON.stringify({ model_name: src.by.modelName, model_sha: src.by.modelSha }),
-      pipeline_version: src.by.serviceVersion,
+      last_model: JSON.stringify({ model_name: by.modelName, model_sha: by.modelSha }),
+      pipeline_version: by.serviceVersion,
       elapsed: [this.elapsed[2 * i], this.elapsed[2 * i + 1]],
       dropped,
       request_id: requestId,
       status: this.status[i],
       ...(error !== undefined ? { error } : {}),
     };
-    let text = `{"time":${this.time[i]},"in":${columnsObject(inputs)},"out":${columnsObject(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
-    for (const [label, v] of shadowCols) text += `,${JSON.stringify(label)}:${v}`;
-    const schema = `${src.sig.inputs.map((x) => x.name).join(',')}|${src.sig.outputs.map((x) => x.name).join(',')}|${shadows ? [...shadows.keys()].join(',') : ''}`;
-    return { text: text + '}', schema };
+    return `{"time":${this.time[i]},"in":${columnsObject(inputs)},"out":${columnsObject(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
   }
+}
+
+const EMPTY = new Uint8Array(0);
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A body as a log value: its JSON where it is JSON (by type, or untyped), its text where it is
+ * text, and `{"base64": ...}` for anything else; an empty body is null.
+ */
+function bodyJson(bytes: Uint8Array, contentType: string): string {
+  if (bytes.length === 0) return 'null';
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    return JSON.stringify({ base64: Buffer.from(bytes).toString('base64') });
+  }
+  if (contentType === '' || /[/+]json\b/i.test(contentType)) {
+    try {
+      return JSON.stringify(JSON.parse(text));
+    } catch { /* typed as JSON but not: kept as text */ }
+  }
+  return JSON.stringify(text);
 }
 
 function writeU32(b: Uint8Array, p: number, v: number): number {
