@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { Elem, model, node, onnx, valueInfo, type ElemType } from '../scripts/onnx-builder.js';
 import { WML_FIELDS, WML_VALUES, fraudRow, prng } from './helpers/direct.js';
 import { makeModelsDir } from './helpers/fixtures.js';
-import { post, postJson, request, SAMPLE_MODELS, startGateway, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, api, post, postJson, request, SAMPLE_MODELS, startGateway, until, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
 import { CLS_H, CLS_W, gradient, paddleClsInput, solid, textLine } from './helpers/images.js';
 import { scalarInputModel } from './helpers/models.js';
 import { f32npy, formBody, npy, type RawPart } from './helpers/multipart.js';
@@ -71,6 +71,8 @@ function modelsDir(): string {
   const dir = makeModelsDir({
     iris: { from: 'iris' },
     ccfraud: { from: 'ccfraud' },
+    // The same weights again, as a shadow version.
+    'ccfraud-twin': { from: 'ccfraud' },
     'credit-risk': { from: 'credit-risk' },
     // The cls model without the sample's hook: its answer is the softmax itself.
     cls: { from: 'ocr-direction', config: { preprocess: { image: CLS_PRE } } },
@@ -129,7 +131,13 @@ describe('multipart/form-data inference', () => {
 
   before(async () => {
     [gw, cls] = await Promise.all([startGateway({ modelsDir: modelsDir() }), ort.InferenceSession.create(CLS_ONNX)]);
-    for (const s of SERVICES) await waitForService(gw, s, 'running');
+    const shadowed = await api(gw, 'POST', '/v1/services', {
+      name: 'fraud-shadowed', auth: 'none',
+      versions: [{ model: 'ccfraud', weight: 100 }, { model: 'ccfraud-twin', weight: 0 }],
+      shadow: [{ model: 'ccfraud-twin', version: '0.0.1' }],
+    });
+    assert.equal(shadowed.status, 202, shadowed.text);
+    for (const s of [...SERVICES, 'fraud-shadowed']) await waitForService(gw, s, 'running');
   });
   after(async () => {
     await gw?.stop();
@@ -406,6 +414,39 @@ describe('multipart/form-data inference', () => {
       const quoted = await post(`${gw.url}/v1/infers/ccfraud`, body, 'Multipart/Form-Data; charset=utf-8; BOUNDARY="q-b"');
       assert.equal(quoted.status, 200, quoted.text);
       assert.deepEqual(quoted.json, json.json);
+    });
+  });
+
+  describe('the inference log and shadow versions see multipart inputs', () => {
+    const latest = async (service: string): Promise<any> => {
+      const page = await post(`${gw.url}/v1/services/${service}/logs`, '{"page_size":1}', 'application/json', { 'x-auth-token': ADMIN_TOKEN });
+      assert.equal(page.status, 200, page.text);
+      return page.json[0];
+    };
+
+    test('a .npy part: the record holds the tensor, and the shadow answers it as the primary did', async () => {
+      const rows = Array.from({ length: 2 }, ((r) => () => fraudRow(r))(prng(5)));
+      const a = await infer('fraud-shadowed', form([['tensor', npy('<f4', [2, 29], Float32Array.from(rows.flat())), 'rows.npy']]), { 'x-request-id': 'mp-shadow' });
+      assert.equal(a.status, 200, a.text);
+      let rec: any;
+      await until('the shadow\'s answer in the log', async () => {
+        rec = await latest('fraud-shadowed');
+        return rec?.metadata.request_id === 'mp-shadow' && rec['out_ccfraud-twin@0.0.1'] !== null;
+      });
+      assert.deepEqual(rec.in.tensor, rows.map((r) => Array.from(Float32Array.from(r))));
+      assert.equal(rec['out_ccfraud-twin@0.0.1'].error, undefined, JSON.stringify(rec['out_ccfraud-twin@0.0.1']));
+      assert.deepEqual(rec['out_ccfraud-twin@0.0.1'], rec.out, 'the same weights answer the same');
+      // The answer gives each row's one score as a number; the log keeps the [2, 1] tensor.
+      assert.deepEqual(rec.out.dense_1, a.json.data.resp_data.map((r: { dense_1: number }) => [r.dense_1]));
+    });
+
+    test('an image part: the record holds the preprocessed tensor the model ran on', async () => {
+      const a = await infer('pix-gray', form([['a', await solid(3, 2, [42, 42, 42]), 'a.png']]), { 'x-request-id': 'mp-image' });
+      assert.equal(a.status, 200, a.text);
+      const rec = await latest('pix-gray');
+      assert.equal(rec.metadata.request_id, 'mp-image');
+      assert.deepEqual(rec.in.x, [[[[42, 42, 42], [42, 42, 42]]]]);
+      assert.deepEqual(rec.out.y, rec.in.x);
     });
   });
 

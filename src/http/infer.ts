@@ -1,7 +1,7 @@
 import { newRequestId } from './request-id.js';
 import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { decodeBody, decodeRequest, encodeResult, type BodyMeta } from '../codecs/index.js';
+import { decodeRequest, encodeResult, type BodyMeta } from '../codecs/index.js';
 import type { Decoded } from '../codecs/types.js';
 import { pickVersion, versionAcquired, versionReleased, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
@@ -240,8 +240,8 @@ class InferCall implements Job, FrontCall {
 
 /**
  * A shadow version's copy of a request (SPEC §7.4): runs on the shadow's own runner, answers
- * nobody, and puts its outputs in the request's log record. It holds the version so a rolling
- * update waits for it before closing the runner.
+ * nobody, and puts its outputs in the request's log record. It releases the version the front
+ * acquired for it (before decoding), so a rolling update waits for it before closing the runner.
  */
 class ShadowJob implements Job {
   cancelled = false;
@@ -252,9 +252,7 @@ class ShadowJob implements Job {
     private readonly version: OnnxVersion,
     private readonly slot: ShadowSlot | null,
     private readonly label: string,
-  ) {
-    versionAcquired(version);
-  }
+  ) {}
 
   resolve(result: InferResult): void {
     if (this.slot) recordShadow(this.slot, this.label, this.version.runner.signature, result, this.request.rows, null);
@@ -422,14 +420,26 @@ export class InferenceFront implements ProxyHost {
         call.ownShadow = label;
         continue;
       }
-      let request: InferRequest;
+      const slot = call.shadowSlot;
+      const refused = (err: unknown): void => {
+        if (slot) recordShadow(slot, label, v.runner.signature, null, 0, asGatewayError(err).message);
+      };
+      // Held while a multipart body's images decode for it (a rolling update waits for the shadow too).
+      versionAcquired(v);
       try {
-        request = decodeBody(body, call.bodyMeta(), v.runner.signature).request;
+        const decoded = decodeRequest(body, call.bodyMeta(), v.runner.signature);
+        if (decoded instanceof Promise) {
+          decoded.then((d) => v.runner.submit(new ShadowJob(d.request, v, slot, label)), (err: unknown) => {
+            refused(err);
+            versionReleased(v);
+          });
+        } else {
+          v.runner.submit(new ShadowJob(decoded.request, v, slot, label));
+        }
       } catch (err) {
-        if (call.shadowSlot) recordShadow(call.shadowSlot, label, v.runner.signature, null, 0, asGatewayError(err).message);
-        continue;
+        refused(err);
+        versionReleased(v);
       }
-      v.runner.submit(new ShadowJob(request, v, call.shadowSlot, label));
     }
   }
 

@@ -113,7 +113,7 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
   route('post', '/v1/services/:id/logs', 'read', 'service', async (c) => {
     const format = checkLogAccept(c.accept);
     const text = c.body!.length ? c.body! : Buffer.from('{}');
-    const page = services.logOf(c.serviceId).query(parseLogQuery(parseJsonObject(text, 'POST /v1/services/{id}/logs')));
+    const page = await services.logOf(c.serviceId).query(parseLogQuery(parseJsonObject(text, 'POST /v1/services/{id}/logs')));
     const headers: Record<string, string> = { 'x-iteration-status': page.status };
     if (page.cursor !== null) headers['x-iteration-cursor'] = page.cursor;
     if (format !== 'json') return { status: 200, contentType: CONTENT_TYPES[format], body: (await loadArrowLog()).logPageArrow(page.body, format), headers };

@@ -1,7 +1,7 @@
-import { decodeBody } from '../codecs/index.js';
+import { decodeRequest } from '../codecs/index.js';
 import { tensorJson } from '../codecs/jsonvalues.js';
 import { replyFormat } from '../codecs/media.js';
-import type { ServedBy } from '../codecs/types.js';
+import type { Decoded, ServedBy } from '../codecs/types.js';
 import { badRequest, GatewayError } from '../errors.js';
 import type { ModelSignature } from '../runtime/onnx/signature.js';
 import { bytesPerElement, typedView, type Tensor } from '../runtime/onnx/tensor.js';
@@ -281,7 +281,8 @@ export class ServiceLog {
     if (shadows) this.shadows.set(seq, shadows);
   }
 
-  query(q: LogQuery): LogPage {
+  /** A page of records; async because a multipart body's images decode off the main thread. */
+  async query(q: LogQuery): Promise<LogPage> {
     const oldest = Math.max(0, this.nextSeq - this.n);
     const newest = this.nextSeq - 1;
     const step = q.order === 'Asc' ? 1 : -1;
@@ -295,7 +296,8 @@ export class ServiceLog {
       const t = this.time[i]!;
       if (t < q.start || t >= q.end || !this.kept(i)) continue;
       if (count === q.pageSize) return { body: body + ']', cursor: String(seq), status: 'RecordLimited' };
-      const record = this.render(seq);
+      const rendered = this.render(seq);
+      const record = rendered instanceof Promise ? await rendered : rendered;
       if (schema !== null && record.schema !== schema) return { body: body + ']', cursor: String(seq), status: 'SchemaChange' };
       schema = record.schema;
       if (count > 0 && body.length + record.text.length > PAGE_BYTES) return { body: body + ']', cursor: String(seq), status: 'ByteLimited' };
@@ -381,7 +383,12 @@ export class ServiceLog {
     return r !== null && r.kept(this.bodyAt[i]!, this.bodyLen[i]!) && r.kept(this.outAt[i]!, this.outLen[i]!);
   }
 
-  private render(seq: number): { text: string; schema: string } {
+  /**
+   * A record as JSON. Everything is read from the arrays and the ring before any wait: a multipart
+   * body (whose images decode in a worker) is the only one that waits, and the ring may be
+   * written over meanwhile.
+   */
+  private render(seq: number): Rendered | Promise<Rendered> {
     const i = seq % this.n;
     const ring = this.ring!;
     const src = this.sources[this.source[i]!]!;
@@ -390,28 +397,36 @@ export class ServiceLog {
     const contentType = this.formats[this.format[i]!]!;
     const sig = src.sig;
     if (sig === null) return this.renderExchange(seq, packed, body, contentType, src.by);
-    const { requestId, outputs } = unpackOutputs(packed, sig);
-    let inputs: [string, string][] = [];
-    try {
-      const decoded = decodeBody(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
-      inputs = decoded.request.inputs.map((t, k) => [sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
-    } catch {
-      // A body that failed to decode was answered with an error; the record says so without inputs.
-    }
+    const head = this.recordHead(seq, src.by);
     const shadows = this.shadows.get(seq);
+    const inputsOf = (d: Decoded): [string, string][] => d.request.inputs.map((t, k) => [sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
+    const noInputs = (): [string, string][] => [];
+    // A body that failed to decode was answered with an error; the record says so without inputs.
+    let decoded: Decoded | Promise<Decoded>;
+    try {
+      decoded = decodeRequest(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
+    } catch {
+      return this.renderTensors(head, packed, sig, src.by, noInputs(), shadows);
+    }
+    if (decoded instanceof Promise) return decoded.then(inputsOf, noInputs).then((inputs) => this.renderTensors(head, packed, sig, src.by, inputs, shadows));
+    return this.renderTensors(head, packed, sig, src.by, inputsOf(decoded), shadows);
+  }
+
+  private renderTensors(head: RecordHead, packed: Uint8Array, sig: ModelSignature, by: ServedBy, inputs: [string, string][], shadows: ShadowSlot | undefined): Rendered {
+    const { requestId, outputs } = unpackOutputs(packed, sig);
     const shadowCols: [string, string][] = shadows
       ? [...shadows].map(([label, a]) => [label, a === null ? 'null' : typeof a === 'string' ? JSON.stringify({ error: a }) : columnsObject(a.outputs.map((t, k) => [a.sig.outputs[k]!.name, tensorJson(t, t.dims, 0)]))])
       : [];
-    if (outputs.length && src.by.modelSplit) outputs.push(['_model_split', `[${JSON.stringify({ name: src.by.modelName, version: src.by.modelVersion, sha: src.by.modelSha })}]`]);
+    if (outputs.length && by.modelSplit) outputs.push(['_model_split', `[${JSON.stringify({ name: by.modelName, version: by.modelVersion, sha: by.modelSha })}]`]);
     const dropped = shrink(inputs, outputs, shadowCols, this.settings.max_record_bytes);
-    let text = this.recordText(seq, src.by, requestId, inputs, outputs, dropped);
+    let text = recordText(head, requestId, inputs, outputs, dropped);
     for (const [label, v] of shadowCols) text += `,${JSON.stringify(label)}:${v}`;
     const schema = `${sig.inputs.map((x) => x.name).join(',')}|${sig.outputs.map((x) => x.name).join(',')}|${shadows ? [...shadows.keys()].join(',') : ''}`;
     return { text: text + '}', schema };
   }
 
   /** An Image model's record: `in.body` and `out.body` are the bodies as JSON where they are JSON, else text or base64. */
-  private renderExchange(seq: number, packed: Uint8Array, body: Uint8Array, contentType: string, by: ServedBy): { text: string; schema: string } {
+  private renderExchange(seq: number, packed: Uint8Array, body: Uint8Array, contentType: string, by: ServedBy): Rendered {
     let p = 0;
     const idLen = packed[p++]!;
     const requestId = Buffer.from(packed.subarray(p, p + idLen)).toString('latin1');
@@ -424,24 +439,41 @@ export class ServiceLog {
     const inputs: [string, string][] = flags & REQUEST_DROPPED ? [] : [['body', bodyJson(body, contentType)]];
     const outputs: [string, string][] = flags & RESPONSE_DROPPED ? [] : [['body', bodyJson(packed.subarray(p), responseType)]];
     const dropped = [...(flags & REQUEST_DROPPED ? ['in.body'] : []), ...(flags & RESPONSE_DROPPED ? ['out.body'] : []), ...shrink(inputs, outputs, [], this.settings.max_record_bytes)];
-    return { text: this.recordText(seq, by, requestId, inputs, outputs, dropped) + '}', schema: 'body|body|' };
+    return { text: recordText(this.recordHead(seq, by), requestId, inputs, outputs, dropped) + '}', schema: 'body|body|' };
   }
 
-  /** A record as JSON, without its closing brace (shadow columns may follow). */
-  private recordText(seq: number, by: ServedBy, requestId: string, inputs: [string, string][], outputs: [string, string][], dropped: string[]): string {
+  /** What a record's text takes from the arrays (read before any wait). */
+  private recordHead(seq: number, by: ServedBy): RecordHead {
     const i = seq % this.n;
-    const error = this.errors.get(seq);
-    const metadata = {
-      last_model: JSON.stringify({ model_name: by.modelName, model_sha: by.modelSha }),
-      pipeline_version: by.serviceVersion,
-      elapsed: [this.elapsed[2 * i], this.elapsed[2 * i + 1]],
-      dropped,
-      request_id: requestId,
-      status: this.status[i],
-      ...(error !== undefined ? { error } : {}),
-    };
-    return `{"time":${this.time[i]},"in":${columnsObject(inputs)},"out":${columnsObject(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
+    return { time: this.time[i]!, by, elapsed: [this.elapsed[2 * i]!, this.elapsed[2 * i + 1]!], status: this.status[i]!, error: this.errors.get(seq) };
   }
+}
+
+interface Rendered {
+  text: string;
+  schema: string;
+}
+
+interface RecordHead {
+  time: number;
+  by: ServedBy;
+  elapsed: [number, number];
+  status: number;
+  error: string | undefined;
+}
+
+/** A record as JSON, without its closing brace (shadow columns may follow). */
+function recordText(h: RecordHead, requestId: string, inputs: [string, string][], outputs: [string, string][], dropped: string[]): string {
+  const metadata = {
+    last_model: JSON.stringify({ model_name: h.by.modelName, model_sha: h.by.modelSha }),
+    pipeline_version: h.by.serviceVersion,
+    elapsed: h.elapsed,
+    dropped,
+    request_id: requestId,
+    status: h.status,
+    ...(h.error !== undefined ? { error: h.error } : {}),
+  };
+  return `{"time":${h.time},"in":${columnsObject(inputs)},"out":${columnsObject(outputs)},"check_failures":[],"metadata":${JSON.stringify(metadata)}`;
 }
 
 const EMPTY = new Uint8Array(0);
