@@ -87,6 +87,7 @@ describe('WebSocket streaming', () => {
         services: [
           { name: 'ccfraud', auth: 'none', websocket: true, versions: [{ model: 'ccfraud' }] },
           { name: 'fraud-token', auth: 'token', websocket: true, versions: [{ model: 'ccfraud' }] },
+          { name: 'fraud-log', auth: 'none', websocket: true, versions: [{ model: 'ccfraud' }] },
         ],
       },
     });
@@ -98,6 +99,7 @@ describe('WebSocket streaming', () => {
     await waitForService(gw, 'silero-stream', 'running');
     await waitForService(gw, 'vad', 'running');
     await waitForService(gw, 'fraud-token', 'running');
+    await waitForService(gw, 'fraud-log', 'running');
   });
   after(async () => {
     await gw.stop();
@@ -210,6 +212,41 @@ describe('WebSocket streaming', () => {
     assert.equal(e.error_code, 'IG.401.Unauthorized');
     assert.match(e.error_msg, /deactivated/);
     assert.equal((await done).code, 1008);
+  });
+
+  test('messages are written to the inference log, named by their id; a stream\'s records leave its state out', async () => {
+    const logs = async (service: string, n: number): Promise<any[]> => {
+      const page = await fetch(`${gw.url}/v1/services/${service}/logs`, { method: 'POST', headers: { 'x-auth-token': ADMIN_TOKEN, 'content-type': 'application/json' }, body: JSON.stringify({ page_size: n }) });
+      assert.equal(page.status, 200);
+      return ((await page.json()) as any[]).reverse();
+    };
+    const row = fraudRow(prng(6));
+    const c = await openWs(`${ws}/v1/infers/fraud-log`);
+    const answers = nextMessages(c, 3);
+    c.send(JSON.stringify({ id: 'log-text', data: { req_data: [{ tensor: row }] } }));
+    c.send(plain.pack({ id: 42, inputs: [{ name: 'tensor', shape: [1, 29], datatype: 'FP32', data: Float32Array.from(row) }] }));
+    // Refused before it reaches a model (as on HTTP, a body that does not decode is not logged).
+    c.send(JSON.stringify({ id: 'log-bad', inputs: [{ name: 'tensor', shape: [1, 28], datatype: 'FP32', data: row.slice(1) }] }));
+    const text = (await answers).find((m) => !Buffer.isBuffer(m) && m.id === 'log-text');
+    c.close();
+    const records = await logs('fraud-log', 2);
+    assert.deepEqual(records.map((r) => r.metadata.request_id).sort(), ['42', 'log-text']);
+    for (const rec of records) {
+      assert.deepEqual(rec.in.tensor, [Array.from(Float32Array.from(row))]);
+      assert.deepEqual(rec.out.dense_1, [[text.data.resp_data[0].dense_1]]);
+      assert.equal(rec.metadata.status, 200);
+    }
+    const vad = await openWs(`${ws}/v1/infers/silero-stream`);
+    const samples = audio(3, 1);
+    const answer = nextMessages(vad, 1);
+    vad.send(JSON.stringify(chunkMessage('log-vad', samples, 0)));
+    const [probability] = await answer;
+    vad.close();
+    const [rec] = await logs('silero-stream', 1);
+    assert.equal(rec.metadata.request_id, 'log-vad');
+    assert.deepEqual(Object.keys(rec.in), ['input', 'sr']);
+    assert.deepEqual(rec.in.input, [Array.from(samples)]);
+    assert.deepEqual(rec.out, { output: [[probability.outputs[0].data[0]]] });
   });
 
   test('Silero VAD: audio streamed in 512-sample chunks gives the in-process probabilities, state carried', async () => {

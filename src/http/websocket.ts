@@ -19,6 +19,7 @@ import type { InferRequest, InferResult } from '../runtime/types.js';
 import type { FrontCall, InferenceFront } from './infer.js';
 import { hookContext, overLimit, statusError } from './infer.js';
 import type { LiveCall } from './live.js';
+import { MESSAGE_BINARY, MESSAGE_TEXT, type ServiceLog } from '../telemetry/inference-log.js';
 import { apiPathOf, routeParam } from './params.js';
 import { newRequestId } from './request-id.js';
 import { errorReply, writeReply } from './respond.js';
@@ -467,6 +468,8 @@ class InferSocket extends Throttled implements Session {
       const request = stream ? stream.state.feed(decoded.request) : decoded.request;
       // A matched rule's setting reaches the version's hooks, as on the HTTP path (such a message runs alone).
       const call = new SocketCall(this, id, binary, decoded, request, version, sig, startedAt, hookContext(version, routed.setting, this.ruleHeaders));
+      const log = this.direct ? null : service.log;
+      if (log !== null && log.sample()) call.logged = { log, at: log.keepBody(bytes), length: bytes.length };
       this.inflight++;
       this.calls.add(call);
       versionAcquired(version);
@@ -521,6 +524,7 @@ class InferSocket extends Throttled implements Session {
       v.metrics.served(result.queueNs, result.runNs);
       v.metrics.request(status, (performance.now() - call.startedAt) / 1000);
     }
+    call.commitLog(status, own, null);
     this.pump();
   }
 
@@ -528,6 +532,7 @@ class InferSocket extends Throttled implements Session {
     this.settled(call);
     if (!this.direct) call.version.metrics.request(err.status, (performance.now() - call.startedAt) / 1000);
     this.sendError(call.id, err, call.binary);
+    call.commitLog(err.status, null, err.message);
     this.pump();
   }
 
@@ -561,6 +566,8 @@ class SocketCall implements Job, FrontCall {
   nextLive: LiveCall | null = null;
   cancelled = false;
   enqueuedAt = 0;
+  /** A sampled message: where the service's inference log kept it. */
+  logged: { log: ServiceLog; at: number; length: number } | null = null;
 
   constructor(
     private readonly socket: InferSocket,
@@ -589,6 +596,14 @@ class SocketCall implements Job, FrontCall {
 
   expire(ms: number): void {
     this.reject(new GatewayError(504, 'Timeout', `no answer within ${ms} ms (limits.request_timeout_ms); the message was abandoned`));
+  }
+
+  /** The record of a sampled message, named by its id (or a new request id where it has none). */
+  commitLog(status: number, result: InferResult | null, error: string | null): void {
+    const l = this.logged;
+    if (!l) return;
+    const requestId = this.id !== undefined ? String(this.id) : newRequestId();
+    l.log.commit(requestId, l.at, l.length, this.binary ? MESSAGE_BINARY : MESSAGE_TEXT, -1, this.version.servedBy, this.sig, status, result, this.request.rows, error, null);
   }
 
   /** The answer frame: the shape's answer with the message's id at the top (v2 carries its own). */

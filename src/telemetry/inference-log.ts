@@ -1,4 +1,4 @@
-import { decodeRequest } from '../codecs/index.js';
+import { decodeMessage, decodeRequest, parseMessage } from '../codecs/index.js';
 import { tensorJson } from '../codecs/jsonvalues.js';
 import { replyFormat } from '../codecs/media.js';
 import type { Decoded, ServedBy } from '../codecs/types.js';
@@ -66,6 +66,10 @@ export class BodyCapture {
     return this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
   }
 }
+
+/** What a WebSocket message's record gives as its body's type: decoded again as the message was. */
+export const MESSAGE_TEXT = 'websocket-message; text';
+export const MESSAGE_BINARY = 'websocket-message; binary';
 
 /** Flags of an exchange record: a body over max_record_bytes was not kept. */
 const REQUEST_DROPPED = 1;
@@ -309,10 +313,12 @@ export class ServiceLog {
 
   // ---- the request path's part ----
 
+  /** A version's records may come with two signatures: its model's, and a stream's client view (WebSocket). */
   private sourceId(by: ServedBy, sig: ModelSignature | null): number {
     let id = this.sourceIds.get(by);
-    if (id === undefined) {
-      id = this.sources.push({ by, sig }) - 1;
+    if (id === undefined || this.sources[id]!.sig !== sig) {
+      id = this.sources.findIndex((s) => s.by === by && s.sig === sig);
+      if (id < 0) id = this.sources.push({ by, sig }) - 1;
       this.sourceIds.set(by, id);
     }
     return id;
@@ -404,7 +410,9 @@ export class ServiceLog {
     // A body that failed to decode was answered with an error; the record says so without inputs.
     let decoded: Decoded | Promise<Decoded>;
     try {
-      decoded = decodeRequest(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
+      decoded = contentType === MESSAGE_TEXT || contentType === MESSAGE_BINARY
+        ? decodeMessage(parseMessage(body, contentType === MESSAGE_BINARY), contentType === MESSAGE_BINARY, sig)
+        : decodeRequest(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
     } catch {
       return this.renderTensors(head, packed, sig, src.by, noInputs(), shadows);
     }
