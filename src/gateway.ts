@@ -12,7 +12,9 @@ import { ModelRegistry } from './control/models.js';
 import { listPackageDirs, readPackage } from './control/packages.js';
 import { RoutingTable } from './control/services.js';
 import { HttpServer, type ServerState } from './http/server.js';
+import { reapContainers } from './runtime/image/docker.js';
 import { openStore, type Db } from './store/db.js';
+import { gatewayId } from './store/gateway-id.js';
 import { EventLog } from './store/events.js';
 import { Metrics } from './telemetry/metrics.js';
 import { VERSION } from './version.js';
@@ -51,8 +53,13 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
   const table = new RoutingTable();
   const state: ServerState = { ready: false, draining: false };
   const models: ModelRegistry = new ModelRegistry(db, events, cfg.data_dir, cfg.limits.max_package_bytes, (p, m, v) => services.usage(p, m, v));
-  const services: ServiceManager = new ServiceManager(db, events, models, table, metrics, log, cfg.logs);
+  const owner = gatewayId(cfg.data_dir);
+  const services: ServiceManager = new ServiceManager(db, events, models, table, metrics, log, cfg.logs, owner);
   await models.recover();
+  await reapContainers(owner).then(
+    (names) => names.length && log.warn(`removed ${names.length} Docker container(s) a previous run of this gateway left running: ${names.join(', ')}`),
+    (err: Error) => log.warn(`could not look for Docker containers a previous run left running: ${err.message}`),
+  );
   await services.recover();
   await applyModelsDir(cfg, models, services, projectId, log);
   for (const declared of cfg.services) {

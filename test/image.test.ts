@@ -61,6 +61,17 @@ function raw(url: string, opts: { method?: string; headers?: Record<string, stri
   });
 }
 
+/** The docker tests need an engine and an image with node on its PATH (they run the knobs server in it). */
+const DOCKER_IMAGE = process.env['INFERGATE_TEST_DOCKER_IMAGE'];
+const DOCKER_SKIP = !DOCKER_IMAGE
+  ? 'needs INFERGATE_TEST_DOCKER_IMAGE (an image with node on its PATH, e.g. node:20-slim) and a Docker engine'
+  : !process.env['DOCKER_HOST'] && !existsSync('/var/run/docker.sock') ? 'needs a Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set' : false;
+
+/** The knobs server package run in a container of the test image: `command` in /model, which the package is mounted at. */
+function dockerPackage(config: Record<string, unknown> = {}, command = ['node', 'server.mjs']): string {
+  return knobsPackage({ image: { launcher: 'docker', image: DOCKER_IMAGE, port: 8080, command }, ...config });
+}
+
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Requests counted for a service in /metrics, all codes. */
@@ -382,13 +393,31 @@ describe('image models (SPEC §8.2)', () => {
     assert.ok(evs.some((m) => m.includes('no Docker engine here: /var/run/docker.sock does not exist (start Docker, set DOCKER_HOST, or give the package image.command to run it with the process launcher)')), evs.join('\n'));
   });
 
-  test('the docker launcher runs a container', async (t) => {
-    const image = process.env['INFERGATE_TEST_DOCKER_IMAGE'];
-    if (!image || (!process.env['DOCKER_HOST'] && !existsSync('/var/run/docker.sock'))) {
-      return t.skip('needs a Docker engine and INFERGATE_TEST_DOCKER_IMAGE (an image serving GET /health and POST / on $PORT); this machine has no engine');
-    }
-    await deploy(gw, 'docker-run', knobsPackage({ image: { image, port: 8080 } }));
-    assert.equal((await postJson(`${gw.url}/v1/infers/docker-run`, {})).status, 200);
+  test('the docker launcher: a container runs the package\'s command in /model, answers, and shows its output while running', { skip: DOCKER_SKIP }, async () => {
+    await deploy(gw, 'docker-run', dockerPackage());
+    const a = await postJson(`${gw.url}/v1/infers/docker-run/pid`, {});
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.json.port, 8080, 'PORT is the package\'s image.port inside the container');
+    const instances = (await api(gw, 'GET', '/v1/services/docker-run/instances')).json.instances;
+    assert.equal(instances[0].launcher, 'docker');
+    const logs = await fetch(`${gw.url}/v1/services/docker-run/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text());
+    assert.match(logs, /knobs-server listening on 0\.0\.0\.0:8080/);
+  });
+
+  test('the docker launcher: EXEC health runs in the container, passing and failing', { skip: DOCKER_SKIP }, async () => {
+    const health = (code: number) => ({ check_method: 'EXEC', command: ['node', '-e', `process.exit(${code})`], initial_delay_seconds: 0, timeout_seconds: 5, period_seconds: 0.2, failure_threshold: 2 });
+    await deploy(gw, 'docker-exec-ok', dockerPackage({ health: health(0) }));
+    await deploy(gw, 'docker-exec-3', dockerPackage({ health: health(3) }), {}, 'failed');
+    const evs = await events(gw, 'docker-exec-3');
+    assert.ok(evs.some((m) => /failed its health check for [\d.]+ s after starting: health command exited with code 3/.test(m)), evs.join('\n'));
+  });
+
+  test('the docker launcher: a container that cannot start fails the deployment and is not left behind', { skip: DOCKER_SKIP }, async () => {
+    await deploy(gw, 'docker-nocmd', dockerPackage({}, ['no-such-binary-here']), {}, 'failed');
+    const evs = await events(gw, 'docker-nocmd');
+    // The engine's init says why in the container's output, which the event quotes.
+    assert.ok(evs.some((m) => /^Failed to deploy the service\. Error: .*exited with code 127[\s\S]*its last output:\n.*no-such-binary-here/.test(m)), evs.join('\n'));
+    assert.deepEqual(await containersLabelled('infergate.instance=infergate-docker-nocmd-0.0.1'), []);
   });
 
   test('bad image packages are refused at import, naming the field', async () => {
@@ -546,4 +575,48 @@ describe('instances do not outlive the gateway', () => {
     }
     await until('the instances to stop after the gateway died', async () => ![...pids].some(running), 15_000);
   });
+
+  test('containers a gateway killed with SIGKILL left running are removed at its next start', { skip: DOCKER_SKIP }, async () => {
+    const gw = await startGateway({ modelsDir: tempDir('no-models-') });
+    const owner = readFileSync(path.join(gw.dataDir, 'gateway-id'), 'utf8').trim();
+    let before: string[];
+    try {
+      await deploy(gw, 'docker-orphans', dockerPackage());
+      before = await containersOf(owner);
+      assert.equal(before.length, 1, 'one container, labelled with the gateway\'s id');
+    } finally {
+      gw.proc.kill('SIGKILL');
+      await gw.exited;
+    }
+    assert.deepEqual(await containersOf(owner), before, 'the engine keeps it: nobody stopped it');
+    const again = await startGateway({ modelsDir: tempDir('no-models-'), dataDir: gw.dataDir });
+    try {
+      assert.match(again.stderr(), new RegExp(`removed 1 Docker container\\(s\\) a previous run of this gateway left running: infergate-docker-orphans-0\\.0\\.1-0-`));
+      await waitForService(again, 'docker-orphans', 'running');
+      const now = await containersOf(owner);
+      assert.equal(now.length, 1);
+      assert.notEqual(now[0], before[0], 'the old container went; the recovered service runs a new one');
+      assert.equal((await postJson(`${again.url}/v1/infers/docker-orphans`, {})).status, 200);
+    } finally {
+      await again.stop();
+    }
+    assert.deepEqual(await containersOf(owner), [], 'a graceful stop removes its containers');
+  });
 });
+
+/** Ids of the containers (running or not) labelled as this gateway's, from the Docker Engine API. */
+const containersOf = (owner: string): Promise<string[]> => containersLabelled(`infergate.gateway=${owner}`);
+
+async function containersLabelled(label: string): Promise<string[]> {
+  const host = process.env['DOCKER_HOST'];
+  const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
+  const target = host?.startsWith('tcp://') ? { host: new URL(host.replace(/^tcp:/, 'http:')).hostname, port: Number(new URL(host.replace(/^tcp:/, 'http:')).port || 2375) } : { socketPath: host?.startsWith('unix://') ? host.slice(7) : '/var/run/docker.sock' };
+  const body = await new Promise<string>((resolve, reject) => {
+    http.get({ ...target, path: `/v1.41/containers/json?all=1&filters=${filters}` }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve(text));
+    }).on('error', reject);
+  });
+  return (JSON.parse(body) as { Id: string }[]).map((c) => c.Id).sort();
+}

@@ -13,7 +13,9 @@
 
 import http from 'node:http';
 
-const HOST = '127.0.0.1'; // the launcher proxies to localhost; never expose the model directly
+// The gateway says where to listen: 127.0.0.1 for a process it proxies to (never expose the model
+// directly), 0.0.0.0 inside a container, whose published port arrives on the container's address.
+const HOST = process.env.HOST ?? '127.0.0.1';
 const PORT = Number(process.env.PORT ?? 8080);
 const MAX_BODY_BYTES = 1 << 20; // 1 MiB: plenty for tabular rows, bounds memory on bad clients
 

@@ -66,6 +66,8 @@ export class ServiceManager {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly logSettings: LogSettings,
+    /** The gateway's id (see gatewayId), for what image versions start outside the process. */
+    private readonly gatewayId: string,
   ) {}
 
   // ---- queries ----
@@ -385,7 +387,7 @@ export class ServiceManager {
       let image: ImageRunner | null = null;
       const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: 0, running: image?.outstanding ?? 0 }));
       image = await ImageRunner.start({
-        label, name: `infergate-${service}-${v.version}`.replace(/[^A-Za-z0-9_.-]/g, '_'), version: v.version, packageDir: pkg.dir,
+        label, name: `infergate-${service}-${v.version}`.replace(/[^A-Za-z0-9_.-]/g, '_'), owner: this.gatewayId, version: v.version, packageDir: pkg.dir,
         image: pkg.image.image, health: pkg.image.health, instances: v.instances, env: v.env ?? {},
         event: (level, message) => this.event(row.id, level, message),
         onHealthChange: () => this.healthChanged(row.id),

@@ -34,6 +34,8 @@ export interface LaunchContext {
   label: string;
   /** Names the instance in the engine (docker container names). */
   name: string;
+  /** The gateway that runs it (its data dir's id): containers carry it so a later start can reap them. */
+  owner: string;
   packageDir: string;
   image: ImageConfig;
   env: Record<string, string>;
@@ -184,7 +186,8 @@ export class ProcessLauncher implements Launcher {
 
   async launch(): Promise<LaunchedInstance> {
     const port = await freePort();
-    const vars = { ...this.ctx.image.env, ...this.ctx.env, PORT: String(port), MODEL_PATH: this.ctx.packageDir };
+    // HOST: where to listen, for servers that read it (a HOST in the gateway's own environment must not open the model to the network).
+    const vars = { HOST: '127.0.0.1', ...this.ctx.image.env, ...this.ctx.env, PORT: String(port), MODEL_PATH: this.ctx.packageDir };
     const env = { ...process.env, ...vars };
     const argv = expandArgs(this.ctx.image.command!, vars);
     const output = new OutputTail();

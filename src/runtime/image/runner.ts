@@ -10,6 +10,8 @@ export interface ImageVersionOptions {
   label: string;
   /** A name for the engine (docker container names). */
   name: string;
+  /** The gateway's id (see gatewayId): what the engine's containers are labelled with. */
+  owner: string;
   version: string;
   packageDir: string;
   image: ImageConfig;
@@ -77,7 +79,7 @@ export class ImageRunner {
   private closed = false;
 
   private constructor(private readonly opts: ImageVersionOptions) {
-    this.launcher = launcherFor({ label: opts.label, name: opts.name, packageDir: opts.packageDir, image: opts.image, env: opts.env });
+    this.launcher = launcherFor({ label: opts.label, name: opts.name, owner: opts.owner, packageDir: opts.packageDir, image: opts.image, env: opts.env });
     this.balancer = new Balancer((u, ms) => opts.event('Warning', `Instance ${u.id} of ${opts.label} was taken out of load balancing for ${Math.round(ms / 1000)} s after failing requests in a row.`));
     this.slots = Array.from({ length: this.launcher.count(opts.instances) }, (_, index) => ({
       index, status: 'starting' as InstanceStatus, launched: null, upstream: null, generation: 0, failures: 0, restarts: 0, startedAt: null, timer: null, previousLogs: '',
