@@ -15,6 +15,7 @@ import { HttpServer, type ServerState } from './http/server.js';
 import { reapContainers } from './runtime/image/docker.js';
 import { openStore, type Db } from './store/db.js';
 import { gatewayId } from './store/gateway-id.js';
+import { lockDataDir } from './store/lock.js';
 import { EventLog } from './store/events.js';
 import { Metrics } from './telemetry/metrics.js';
 import { VERSION } from './version.js';
@@ -39,6 +40,7 @@ function defaultProject(db: Db): string {
 
 export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gateway> {
   mkdirSync(cfg.data_dir, { recursive: true });
+  const unlock = lockDataDir(cfg.data_dir);
   const db = openStore(cfg.data_dir);
   const events = new EventLog(db);
   events.pruneOld();
@@ -91,6 +93,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
         await services.shutdown();
         server.close();
         db.close();
+        unlock();
       })();
       return stopping;
     },

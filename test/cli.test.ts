@@ -111,4 +111,23 @@ describe('the admin token', () => {
       await again.stop();
     }
   });
+
+  test('a second gateway on a data dir or a port in use refuses to start, saying which', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });
+    try {
+      const sameDir = await cli(null, 'serve', '--port', '0', '--data-dir', gw.dataDir, '--models-dir', path.join(SAMPLE_MODELS, 'nothing-here'));
+      assert.equal(sameDir.code, 1);
+      assert.match(sameDir.stderr, new RegExp(`the data dir ${gw.dataDir} is in use by another gateway \\(pid ${gw.proc.pid}, in .*gateway\\.pid\\); stop it first, or give this one its own --data-dir`));
+      const samePort = await cli(null, 'serve', '--port', String(gw.port), '--data-dir', tempDir('infergate-data-'), '--models-dir', path.join(SAMPLE_MODELS, 'nothing-here'));
+      assert.equal(samePort.code, 1);
+      assert.match(samePort.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${gw.port} \\(address in use or not available\\)`));
+      assert.equal((await api(gw, 'GET', '/v1/services')).status, 200, 'the first gateway serves on');
+    } finally {
+      gw.proc.kill('SIGKILL');
+      await gw.exited;
+    }
+    // A lock left by a gateway that died is taken over.
+    const next = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), dataDir: gw.dataDir });
+    assert.equal(await next.stop(), 0);
+  });
 });

@@ -1,3 +1,4 @@
+import { listenExclusive } from './listen.js';
 import uWS from 'uWebSockets.js';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { OnnxVersion, RoutingTable, Service } from '../control/services.js';
@@ -102,7 +103,7 @@ export class DirectChannel {
     for (let port = this.range[0]; port <= this.range[1]; port++) {
       if (used.has(port)) continue;
       let socket: us_listen_socket | false = false;
-      app.listen(this.host, port, (s) => {
+      listenExclusive(app, this.host, port, (s) => {
         socket = s;
       });
       if (socket) {
