@@ -138,6 +138,11 @@ describe('error responses', () => {
       expectError(a, 400, 'IG.400.UnknownField', /record 0: unknown field 'colour'; expected .*'sepal_length', 'sepal_width', 'petal_length', 'petal_width'/);
     });
 
+    test('a record with the input and an unknown field → 400 UnknownField naming the unknown one, not the input', async () => {
+      const a = await postJson(IRIS, { data: { req_data: [{ input: irisRow, x: 1 }] } });
+      expectError(a, 400, 'IG.400.UnknownField', /record 0: unknown field 'x'; expected the model inputs \['input'\] or the features/);
+    });
+
     test('a record missing a feature → 400 MissingInput naming the missing feature', async () => {
       const { petal_width: _, ...three } = irisRecord();
       const a = await postJson(IRIS, { data: { req_data: [three] } });

@@ -297,6 +297,25 @@ describe('WebSocket streaming', () => {
     cb.close();
   });
 
+  test('a stream continued with another number of rows is refused, naming the rows it holds, until a reset', async () => {
+    const samples = audio(4, 2);
+    const two = { id: 'two', inputs: [{ name: 'input', shape: [2, CHUNK], datatype: 'FP32', data: Array.from(samples) }, { name: 'sr', shape: [], datatype: 'INT64', data: [16000] }] };
+    const c = await openWs(`${ws}/v1/infers/silero-stream`);
+    const send = async (msg: unknown): Promise<any> => {
+      const answer = nextMessages(c, 1);
+      c.send(JSON.stringify(msg));
+      return (await answer)[0];
+    };
+    assert.deepEqual((await send(two)).outputs[0].shape, [2, 1]);
+    const refused = await send(chunkMessage('one', samples, 0));
+    assert.equal(refused.id, 'one');
+    assert.equal(refused.error_code, 'IG.400.WrongShape');
+    assert.match(refused.error_msg, /this connection's stream state \('state'\) holds 2 rows from its earlier messages, and this message has 1; send 2 rows, or \{"reset": true\} first to start afresh/);
+    assert.deepEqual(await send({ id: 'r', reset: true }), { id: 'r', reset: true });
+    assert.deepEqual((await send(chunkMessage('one-again', samples, 0))).outputs[0].shape, [1, 1]);
+    c.close();
+  });
+
   test('the vad sample under models/ is served with WebSockets on, as npm start deploys it', async () => {
     const session = await ort.InferenceSession.create(SILERO);
     const samples = audio(5, 4);

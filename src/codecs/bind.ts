@@ -23,7 +23,9 @@ function expectation(sig: ModelSignature): string {
 export function bindColumns(sig: ModelSignature, fields: readonly string[], nrows: number, cell: Cell, label: string): InferRequest {
   if (nrows === 0) throw badRequest(`no ${label}s: send at least one`, 'Empty');
   if (fields.every((f) => sig.inputIndex.has(f))) return bindInputs(sig, fields, nrows, cell, label);
-  if (sig.featureIndex) return bindFeatures(sig, fields, nrows, cell, label);
+  // Fields that name inputs mean inputs: the unknown one is among the others, not the input.
+  const namesInputs = fields.some((f) => sig.inputIndex.has(f) && !sig.featureIndex?.has(f));
+  if (sig.featureIndex && !namesInputs) return bindFeatures(sig, fields, nrows, cell, label);
   const unknown = fields.find((f) => !sig.inputIndex.has(f))!;
   throw badRequest(`${label} 0: unknown field '${unknown}'; expected ${expectation(sig)}`, 'UnknownField');
 }

@@ -1,3 +1,4 @@
+import { badRequest } from '../../errors.js';
 import type { InferRequest, InferResult } from '../types.js';
 import type { IoSpec, ModelSignature } from './signature.js';
 import { allocate, elementCount, type Tensor, type TypedData } from './tensor.js';
@@ -60,6 +61,7 @@ export class StreamState {
     const inputs = this.sources.map((src, i): Tensor => {
       if ('client' in src) return request.inputs[src.client]!;
       const kept = this.kept[src.state];
+      if (kept) checkStateRows(this.sig.inputs[i]!, kept, request.rows);
       // The tensor moves to a worker: the kept copy stays here for the next run.
       if (kept) return { type: kept.type, dims: kept.dims, data: (kept.data as TypedData).slice() };
       return zeros(this.sig.inputs[i]!, request.rows);
@@ -81,6 +83,17 @@ export class StreamState {
   reset(): void {
     this.kept.fill(null);
   }
+}
+
+/** The state kept has the rows of the messages it came from: a message of other rows cannot continue it. */
+function checkStateRows(spec: IoSpec, kept: Tensor, rows: number): void {
+  const k = spec.dims.findIndex((d) => d < 0);
+  if (k < 0 || kept.dims[k] === rows) return;
+  const held = kept.dims[k]!;
+  throw badRequest(
+    `this connection's stream state ('${spec.name}') holds ${held} row${held === 1 ? '' : 's'} from its earlier messages, and this message has ${rows}; send ${held} row${held === 1 ? '' : 's'}, or {"reset": true} first to start afresh`,
+    'WrongShape',
+  );
 }
 
 /** Zeros of a state input's shape; its symbolic dimensions take the request's rows (Silero's state is [2, N, 128]). */
