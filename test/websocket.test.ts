@@ -476,6 +476,21 @@ describe('WebSocket relay to image services', () => {
     assert.deepEqual(await done, { code: 4001, reason: 'asked to' });
   });
 
+  test('a message larger than the buffer passes whole; the client\'s close code and reason reach the instance', async () => {
+    const c = await openWs(`${gw.url.replace('http', 'ws')}/v1/infers/knobs-ws`);
+    await nextMessages(c, 1);
+    // 6 MB: over four times limits.ws_buffer_bytes (1 MiB), under the message limit.
+    const big = { big: 'z'.repeat(6_000_000) };
+    const echo = nextMessages(c, 1);
+    c.send(JSON.stringify(big));
+    assert.deepEqual((await echo)[0], big);
+    c.close(4002, 'client-bye');
+    await until('the instance to see the client\'s close', async () => {
+      const logs = await fetch(`${gw.url}/v1/services/knobs-ws/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text());
+      return logs.includes('ws close 4002 client-bye');
+    });
+  });
+
   test('an instance without a WebSocket endpoint refuses the upgrade with 502', async () => {
     await assert.rejects(openWs(`${gw.url.replace('http', 'ws')}/v1/infers/knobs-nows`), (err: any) => err.status === 502 && err.body.error_code === 'IG.502.UpstreamError' && /cannot open a WebSocket to instance 0/.test(err.body.error_msg));
   });

@@ -55,7 +55,8 @@ interface Session {
   start?(): void;
   message(data: ArrayBuffer, binary: boolean): void;
   drain(): void;
-  closed(): void;
+  /** The connection closed, with the close frame's code and reason (1006 and none without one). */
+  closed(code: number, reason: ArrayBuffer): void;
   /** Closes the connection as the gateway stops (1001, going away). */
   shutdown(): void;
   /** Bytes held for this connection: answers not yet taken by the client, messages waiting. */
@@ -157,11 +158,11 @@ export class WebSocketFront {
       },
       message: (ws: WebSocket<Upgraded>, data: ArrayBuffer, binary: boolean) => ws.getUserData().session?.message(data, binary),
       drain: (ws: WebSocket<Upgraded>) => ws.getUserData().session?.drain(),
-      close: (ws: WebSocket<Upgraded>) => {
+      close: (ws: WebSocket<Upgraded>, code: number, reason: ArrayBuffer) => {
         const s = ws.getUserData().session;
         if (!s) return;
         this.sessions.delete(s);
-        s.closed();
+        s.closed(code, reason);
       },
     };
   }
@@ -646,13 +647,14 @@ class RelaySocket extends Throttled implements Session {
 
   message(data: ArrayBuffer, binary: boolean): void {
     if (this.isClosed || this.up.readyState !== UpstreamSocket.OPEN) return;
+    // What the instance has not read of earlier messages: this one, however large, is not "behind" yet.
+    const behind = this.up.bufferedAmount;
     // ws sends later: a copy, since the frame's bytes are uWebSockets.js' only until this returns.
     this.up.send(Buffer.from(data.slice(0)), { binary });
-    const behind = this.up.bufferedAmount;
     if (behind > UPSTREAM_HARD_FACTOR * this.settings.bufferBytes) {
       // The client sends far faster than the instance reads: nothing is held without bound.
       this.end(TRY_AGAIN_LATER, 'the model instance is too far behind reading');
-    } else if (behind > this.settings.bufferBytes && !this.upstreamTimer) {
+    } else if (this.up.bufferedAmount > this.settings.bufferBytes && !this.upstreamTimer) {
       // The instance is the slow reader: it gets the same grace as a client.
       this.upstreamTimer = setTimeout(() => {
         this.upstreamTimer = null;
@@ -667,12 +669,13 @@ class RelaySocket extends Throttled implements Session {
     if (!this.overBuffer) this.up.resume();
   }
 
-  closed(): void {
+  closed(code: number, reason: ArrayBuffer): void {
     this.isClosed = true;
     this.stopWatching();
     if (this.upstreamTimer) clearTimeout(this.upstreamTimer);
     this.opened.instance.outstanding--;
-    if (this.up.readyState === UpstreamSocket.OPEN || this.up.readyState === UpstreamSocket.CONNECTING) this.up.close(1000);
+    // The client's close goes on to the instance as it came (a code no frame may carry, as 1000).
+    if (this.up.readyState === UpstreamSocket.OPEN || this.up.readyState === UpstreamSocket.CONNECTING) this.up.close(sendable(code), Buffer.from(reason).subarray(0, 123));
   }
 
   shutdown(): void {
@@ -722,6 +725,11 @@ interface OpenedUpstream {
 /** Close codes a peer may send on (1005, 1006 and 1015 only describe what happened). */
 function relayable(code: number): number {
   return code === 1005 || code === 1006 || code === 1015 || code < 1000 ? 1000 : code;
+}
+
+/** A close code a close frame may carry (RFC 6455 §7.4: 1000–1003, 1007–1014, 3000–4999), else 1000. */
+function sendable(code: number): number {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : 1000;
 }
 
 /**
