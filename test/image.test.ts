@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN, ROOT, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
@@ -620,3 +620,36 @@ async function containersLabelled(label: string): Promise<string[]> {
   });
   return (JSON.parse(body) as { Id: string }[]).map((c) => c.Id).sort();
 }
+
+describe('health checks and the gateway\'s own stalls', () => {
+  test('an instance that answered while the gateway\'s event loop was blocked past the timeout passes its check', async () => {
+    const { probe } = await import('../src/runtime/image/health.js');
+    const server = http.createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    // The server answers from another process, as an instance does: its answer waits in the kernel while this one is busy.
+    const { spawn } = await import('node:child_process');
+    server.close();
+    const child = spawn(process.execPath, [path.join(KNOBS, 'server.mjs')], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+      const inst = { host: '127.0.0.1', port } as Parameters<typeof probe>[1];
+      const health = (method: 'HTTP' | 'TCP') => ({ check_method: method, url: '/health', protocol: 'http' as const, command: null, initial_delay_seconds: 0, timeout_seconds: 0.1, period_seconds: 1, failure_threshold: 1 });
+      for (const method of ['HTTP', 'TCP'] as const) {
+        const verdict = probe(health(method), inst);
+        // A stall of the gateway's own making (a huge body decoding): four times the timeout.
+        const until = Date.now() + 400;
+        while (Date.now() < until) { /* blocked */ }
+        assert.equal(await verdict, null, `${method}: the answer came in time; only the gateway was late to read it`);
+      }
+      // A server that does not answer still fails on time.
+      const silent = net.createServer(() => undefined);
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      const quiet = { host: '127.0.0.1', port: (silent.address() as AddressInfo).port } as Parameters<typeof probe>[1];
+      assert.match((await probe(health('HTTP'), quiet))!, /GET http:\/\/127\.0\.0\.1:\d+\/health failed: no answer within 0\.1 s/);
+      silent.close();
+    } finally {
+      child.kill();
+    }
+  });
+});

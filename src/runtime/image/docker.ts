@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { expandArgs, type LaunchContext, type LaunchedInstance, type Launcher } from './launchers.js';
+import { deadline } from './deadline.js';
 import { OutputTail } from './output.js';
 
 /** Where the Docker Engine API answers: DOCKER_HOST (unix:// or tcp://), else the standard socket. */
@@ -28,12 +29,13 @@ function api(method: string, path: string, body?: unknown, timeoutMs = 60_000): 
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = http.request({
-      ...target(), method, path: `/v1.41${path}`, timeout: timeoutMs,
+      ...target(), method, path: `/v1.41${path}`,
       headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
+        cancel();
         const text = Buffer.concat(chunks).toString('utf8');
         let parsed: unknown = text;
         try {
@@ -42,8 +44,12 @@ function api(method: string, path: string, body?: unknown, timeoutMs = 60_000): 
         resolve({ status: res.statusCode ?? 0, body: parsed });
       });
     });
-    req.on('timeout', () => req.destroy(new ApiTimeout(`Docker Engine API ${method} ${path.split('?')[0]} took over ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(err instanceof ApiTimeout ? err : new Error(`Docker Engine API at ${ep.shown}: ${err.message}`)));
+    // Infinity: no deadline (the wait for a container's exit).
+    const cancel = !Number.isFinite(timeoutMs) ? (): void => undefined : deadline(timeoutMs, () => req.destroy(new ApiTimeout(`Docker Engine API ${method} ${path.split('?')[0]} took over ${timeoutMs} ms`)));
+    req.on('error', (err) => {
+      cancel();
+      reject(err instanceof ApiTimeout ? err : new Error(`Docker Engine API at ${ep.shown}: ${err.message}`));
+    });
     req.end(payload);
   });
 }
@@ -209,7 +215,7 @@ export class DockerLauncher implements Launcher {
     const output = new OutputTail();
     const logs = readLogs(id, true, (t) => output.push(t));
     let gone = false;
-    const exited = api('POST', `/containers/${id}/wait`, undefined, 2 ** 31 - 1).then(
+    const exited = api('POST', `/containers/${id}/wait`, undefined, Infinity).then(
       async (r) => {
         // The last lines may still be on their way: the exit's event quotes them.
         await within(logs.ended, 1000);

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { HealthConfig } from './config.js';
+import { deadline } from './deadline.js';
 import type { LaunchedInstance } from './launchers.js';
 
 /**
@@ -25,13 +26,17 @@ function httpProbe(h: HealthConfig, inst: LaunchedInstance, timeoutMs: number): 
   return new Promise((resolve) => {
     const mod = h.protocol === 'https' ? https : http;
     const where = `${h.protocol}://${inst.host}:${inst.port}${h.url}`;
-    const req = mod.request({ host: inst.host, port: inst.port, path: h.url, method: 'GET', agent: false, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
+    const req = mod.request({ host: inst.host, port: inst.port, path: h.url, method: 'GET', agent: false, rejectUnauthorized: false }, (res) => {
+      cancel();
       res.resume();
       const code = res.statusCode ?? 0;
       resolve(code >= 200 && code < 400 ? null : `GET ${where} answered ${code}`);
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${h.timeout_seconds} s`)));
-    req.on('error', (err: NodeJS.ErrnoException) => resolve(`GET ${where} failed: ${err.code ?? err.message}`));
+    const cancel = deadline(timeoutMs, () => req.destroy(new Error(`no answer within ${h.timeout_seconds} s`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      cancel();
+      resolve(`GET ${where} failed: ${err.code ?? err.message}`);
+    });
     req.end();
   });
 }
@@ -48,10 +53,11 @@ function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | n
   return new Promise((resolve) => {
     const s = net.connect({ host: inst.host, port: inst.port });
     const done = (why: string | null): void => {
+      cancel();
       s.destroy();
       resolve(why);
     };
-    s.setTimeout(timeoutMs, () => done(`no TCP connection to ${inst.host}:${inst.port} within ${timeoutMs / 1000} s`));
+    const cancel = deadline(timeoutMs, () => done(`no TCP connection to ${inst.host}:${inst.port} within ${timeoutMs / 1000} s`));
     s.on('connect', () => done(null));
     s.on('error', (err: NodeJS.ErrnoException) => done(`no TCP connection to ${inst.host}:${inst.port}: ${err.code ?? err.message}`));
   });

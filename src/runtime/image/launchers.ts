@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageConfig } from './config.js';
+import { deadline } from './deadline.js';
 import { DockerLauncher } from './docker.js';
 import { OutputTail } from './output.js';
 
@@ -160,10 +161,10 @@ export function freePort(): Promise<number> {
 export function runCommand(command: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<number> {
   return new Promise((resolve) => {
     const c = spawnInstance(command, cwd, env, 'ignore');
-    const timer = setTimeout(() => killGroup(c, 'SIGKILL'), timeoutMs);
+    const cancel = deadline(timeoutMs, () => killGroup(c, 'SIGKILL'));
     c.on('error', () => undefined);
     c.on('close', (code) => {
-      clearTimeout(timer);
+      cancel();
       resolve(code !== null && code >= 0 ? code : -1);
     });
   });
