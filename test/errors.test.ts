@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, fraudRow, prng } from './helpers/direct.js';
-import { post, postJson, request, startGateway, type Answer, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, post, postJson, request, startGateway, type Answer, type RunningGateway } from './helpers/gateway.js';
 
 /**
  * Malformed and wrong requests (SPEC §5.3, §5.4): every one is refused with the right status, a
@@ -424,6 +424,42 @@ describe('error responses', () => {
         assert.equal(a.headers.get('allow'), 'POST');
       });
     }
+
+    test('HEAD answers as GET would, without the body; the next answer on the connection is intact', async () => {
+      const exchange = (requests: string): Promise<string> => new Promise((resolve, reject) => {
+        const sock = net.connect(gw.port, '127.0.0.1');
+        let buf = '';
+        sock.setEncoding('latin1');
+        sock.on('data', (d: string) => (buf += d));
+        sock.on('end', () => resolve(buf));
+        sock.on('error', reject);
+        sock.write(requests);
+      });
+      for (const path of ['/healthz', '/v2/health/ready', '/v2/models/iris', '/v1/services']) {
+        const get = `GET ${path} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${ADMIN_TOKEN}\r\n`;
+        const raw = await exchange(`${get.replace('GET', 'HEAD')}\r\n${get}Connection: close\r\n\r\n`);
+        const split = raw.indexOf('\r\n\r\n');
+        const head = raw.slice(0, split);
+        assert.match(head, /^HTTP\/1\.1 200 OK\r\n/, raw);
+        const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
+        const rest = raw.slice(split + 4);
+        assert.match(rest, /^HTTP\/1\.1 200 OK\r\n/, `${path}: the GET's answer follows the HEAD's head at once\n${raw}`);
+        assert.equal(Buffer.byteLength(rest.slice(rest.indexOf('\r\n\r\n') + 4), 'latin1'), length, `${path}: HEAD reported the GET body's length`);
+      }
+      // A refusal to HEAD has no body either.
+      const refused = await exchange('HEAD /v1/infers/iris HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.match(refused, /^HTTP\/1\.1 405 Method Not Allowed\r\n[\s\S]*\r\n\r\n$/, refused);
+    });
+
+    test('a known path with a method it does not take → 405 naming the methods it does, in Allow too', async () => {
+      const live = await request(`${gw.url}/v2/health/live`, { method: 'PUT', body: '{}' });
+      expectError(live, 405, 'IG.405.MethodNotAllowed', /PUT is not allowed on \/v2\/health\/live; use GET, HEAD/);
+      assert.equal(live.headers.get('allow'), 'GET, HEAD');
+      const logs = await request(`${gw.url}/v1/services/iris/logs`, { method: 'GET' });
+      expectError(logs, 405, 'IG.405.MethodNotAllowed', /GET is not allowed on \/v1\/services\/iris\/logs; use POST/);
+      const services = await request(`${gw.url}/v1/services`, { method: 'PUT', body: '{}' });
+      assert.equal(services.headers.get('allow'), 'POST, GET, HEAD');
+    });
 
     test('Content-Type text/csv → 415 naming the type and the supported ones', async () => {
       const a = await post(IRIS, 'sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n', 'text/csv');

@@ -7,7 +7,7 @@ import { asGatewayError, GatewayError, notFound } from '../errors.js';
 import { parseJsonObject, readBody } from './body.js';
 import { routeParam } from './params.js';
 import { newRequestId } from './request-id.js';
-import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
+import { errorReply, isHead, jsonReply, methodNotAllowed, writeReply, type Reply } from './respond.js';
 import { Access, tokenOf } from '../auth/access.js';
 import { roleAllows, type Capability } from '../auth/identity.js';
 import type { Principal } from '../auth/tokens.js';
@@ -64,9 +64,15 @@ const JSON_LIMIT = 1024 * 1024;
 /** The management API (SPEC §6): models and services, JSON in and out, errors in the §5.4 shape. */
 export function registerManagement(app: TemplatedApp, deps: ManagementDeps): void {
   const { models, services, access } = deps;
+  /** The methods each path takes: any other is answered 405 naming them. */
+  const allowed = new Map<string, string[]>();
   const route = (method: Method, pattern: string, need: Need, scope: Scope, handler: Handler, body: 'none' | 'json' | 'upload' = 'none'): void => {
     const limit = body === 'none' ? -1 : body === 'json' ? JSON_LIMIT : deps.maxUploadBytes;
-    app[method](pattern, (res, req) => serve(res, req, { pattern, need, scope, handler, bodyLimit: limit }, deps));
+    const serveIt = (res: HttpResponse, req: HttpRequest): void => serve(res, req, { pattern, need, scope, handler, bodyLimit: limit }, deps);
+    app[method](pattern, serveIt);
+    if (method === 'get') app.head(pattern, serveIt);
+    const methods = allowed.get(pattern) ?? [];
+    allowed.set(pattern, [...methods, ...(method === 'get' ? ['GET', 'HEAD'] : [method === 'del' ? 'DELETE' : method.toUpperCase()])]);
   };
   const json = (status: number, v: unknown): Reply => jsonReply(status, v);
 
@@ -163,6 +169,7 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
     identity.removeMember(c.projectId, c.params[1]!);
     return noContent;
   });
+  for (const [pattern, methods] of allowed) app.any(pattern, (res, req) => methodNotAllowed(res, req, methods.join(', ')));
 }
 
 const NEED_TEXT: Record<Capability, string> = { read: 'reading it', write: 'changing it', infer: 'inference', admin: 'administering users and projects' };
@@ -181,6 +188,7 @@ function serve(res: HttpResponse, req: HttpRequest, r: RouteDef, deps: Managemen
   const xAuthToken = req.getHeader('x-auth-token');
   const authorization = req.getHeader('authorization');
   const method = req.getMethod().toUpperCase();
+  const head = isHead(req.getMethod());
   const paramCount = (r.pattern.match(/:/g) ?? []).length;
   const params = Array.from({ length: paramCount }, (_, i) => routeParam(req, i));
   const projectQuery = queryParam(req, 'project');
@@ -203,12 +211,12 @@ function serve(res: HttpResponse, req: HttpRequest, r: RouteDef, deps: Managemen
   if (r.bodyLimit < 0) res.onAborted(() => (aborted.value = true));
   answer().then(
     (reply) => {
-      if (!aborted.value) writeReply(res, reply, requestId, null);
+      if (!aborted.value) writeReply(res, reply, requestId, null, head);
     },
     (err: unknown) => {
       const gerr = err instanceof PackageError ? new GatewayError(400, 'BadPackage', err.message) : asGatewayError(err);
       if (gerr.status === 500) logError(err);
-      if (!aborted.value) writeReply(res, errorReply(gerr), requestId, null);
+      if (!aborted.value) writeReply(res, errorReply(gerr), requestId, null, head);
     },
   );
 }

@@ -1,5 +1,6 @@
-import type { HttpResponse } from 'uWebSockets.js';
-import type { GatewayError } from '../errors.js';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { GatewayError } from '../errors.js';
+import { newRequestId } from './request-id.js';
 
 const REASONS: Record<number, string> = {
   200: 'OK', 202: 'Accepted', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
@@ -25,15 +26,23 @@ export interface Reply {
  * writes `HTTP/1.1 <status>\r\n` verbatim, so the header lines ride along. None can carry a stray
  * CR or LF: the values are the gateway's own, and a client's request id passed uWebSockets.js' parser.
  */
-export function writeReply(res: HttpResponse, reply: Reply, requestId: string, modelVersion: string | null): void {
+export function writeReply(res: HttpResponse, reply: Reply, requestId: string, modelVersion: string | null, headOnly = false): void {
   let head = `${statusLine(reply.status)}\r\nContent-Type: ${reply.contentType}\r\nX-Request-Id: ${requestId}`;
   if (modelVersion) head += `\r\nX-Model-Version: ${modelVersion}`;
   if (reply.headers) for (const k in reply.headers) head += `\r\n${k}: ${reply.headers[k]!}`;
+  // A HEAD answer says how long the body would be and sends none: a body would be read as the
+  // next answer. (This uWebSockets.js' endWithoutBody leaves the response open when given any
+  // argument, so the length goes in the head; a HEAD has no body left unread to close for.)
+  if (headOnly) head += `\r\nContent-Length: ${typeof reply.body === 'string' ? Buffer.byteLength(reply.body) : reply.body.byteLength}`;
   res.cork(() => {
     res.writeStatus(head);
-    res.end(reply.body, reply.close === true);
+    if (headOnly) res.endWithoutBody();
+    else res.end(reply.body, reply.close === true);
   });
 }
+
+/** uWebSockets.js gives the method in lower case. */
+export const isHead = (method: string): boolean => method === 'head';
 
 export function errorReply(err: GatewayError, close = false): Reply {
   return { status: err.status, contentType: 'application/json', body: JSON.stringify(err.toJSON()), headers: err.headers, close };
@@ -41,4 +50,10 @@ export function errorReply(err: GatewayError, close = false): Reply {
 
 export function jsonReply(status: number, value: unknown): Reply {
   return { status, contentType: 'application/json', body: JSON.stringify(value) };
+}
+
+/** 405 naming the methods the path takes (and in `Allow`). */
+export function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string): void {
+  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${allow}`, { Allow: allow });
+  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(req.getMethod()));
 }

@@ -13,7 +13,7 @@ import { registerManagement, type ManagementDeps } from './manage.js';
 import { DirectChannel } from './direct.js';
 import { WebSocketFront, type WsSettings } from './websocket.js';
 import { routeParam } from './params.js';
-import { errorReply, jsonReply, writeReply, type Reply } from './respond.js';
+import { errorReply, isHead, jsonReply, methodNotAllowed, writeReply, type Reply } from './respond.js';
 
 export interface ServerState {
   /** Services are deployed and the listener is open. */
@@ -90,7 +90,7 @@ export class HttpServer {
     if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError, directEndpoints: (id) => this.direct?.endpointsOf(id) ?? [] });
     app.any('/*', (res, req) => {
       const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');
-      writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
+      writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(req.getMethod()));
     });
   }
 
@@ -105,9 +105,9 @@ export class HttpServer {
     return s;
   }
 
-  /** A synchronous GET endpoint answering JSON; GatewayErrors become their replies. */
+  /** A synchronous GET (and HEAD) endpoint answering JSON; GatewayErrors become their replies; other methods 405. */
   private get(pattern: string, answer: (req: HttpRequest) => Reply): void {
-    this.app.get(pattern, (res, req) => {
+    const handler = (res: HttpResponse, req: HttpRequest): void => {
       const requestId = req.getHeader('x-request-id') || newRequestId();
       let reply: Reply;
       try {
@@ -116,8 +116,11 @@ export class HttpServer {
         reply = errorReply(err instanceof GatewayError ? err : new GatewayError(500, 'Internal', 'internal error'));
         if (!(err instanceof GatewayError)) this.opts.logError(err);
       }
-      writeReply(res, reply, requestId, null);
-    });
+      writeReply(res, reply, requestId, null, isHead(req.getMethod()));
+    };
+    this.app.get(pattern, handler);
+    this.app.head(pattern, handler);
+    this.app.any(pattern, (res, req) => methodNotAllowed(res, req, 'GET, HEAD'));
   }
 
   private metrics(res: HttpResponse): void {
@@ -162,11 +165,6 @@ export class HttpServer {
     this.front.close();
     this.app.close();
   }
-}
-
-function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string): void {
-  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${allow}`, { Allow: allow });
-  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
 }
 
 function ioMetadata(s: IoSpec): { name: string; datatype: string; shape: number[] } {
