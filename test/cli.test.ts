@@ -128,6 +128,6 @@ describe('the admin token', () => {
     }
     // A lock left by a gateway that died is taken over.
     const next = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), dataDir: gw.dataDir });
-    assert.equal(await next.stop(), 0);
+    assert.equal(await next.stop(), 0, `signal ${next.proc.signalCode}; stdout:\n${next.stdout()}\nstderr:\n${next.stderr()}`);
   });
 });

@@ -54,21 +54,8 @@ async function serve(argv: string[]): Promise<void> {
   // A bug that loses a promise must not take every client's requests down with it.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (a bug): the gateway keeps serving'));
   const gw = await startGateway(cfg, log);
-  const base = `http://${cfg.server.host}:${gw.port}`;
-  const names = gw.table.all().map((s) => s.name);
-  // The token first: whoever waits for the listening line has it already.
-  if (gw.firstAdminToken) {
-    process.stdout.write(`admin token (shown once; \`infergate token\` prints a new one):\n${gw.firstAdminToken}\n`);
-  }
-  process.stdout.write(`infergate listening on ${base}\n`);
-  if (names.length) {
-    process.stdout.write(`services: ${names.join(', ')}\n`);
-    if (names.includes('iris')) {
-      process.stdout.write(`try: curl -s -X POST ${base}/v1/infers/iris -H 'Content-Type: application/json' -d '{"data":{"req_data":[{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}]}}'\n`);
-    }
-  } else {
-    process.stdout.write(`no services deployed: no model packages under ${cfg.models_dir}\n`);
-  }
+  // Before the listening line: whoever reads it may send SIGTERM at once, and a signal with no
+  // handler yet would end the process without the graceful stop.
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) {
@@ -87,6 +74,21 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  const base = `http://${cfg.server.host}:${gw.port}`;
+  const names = gw.table.all().map((s) => s.name);
+  // The token first: whoever waits for the listening line has it already.
+  if (gw.firstAdminToken) {
+    process.stdout.write(`admin token (shown once; \`infergate token\` prints a new one):\n${gw.firstAdminToken}\n`);
+  }
+  process.stdout.write(`infergate listening on ${base}\n`);
+  if (names.length) {
+    process.stdout.write(`services: ${names.join(', ')}\n`);
+    if (names.includes('iris')) {
+      process.stdout.write(`try: curl -s -X POST ${base}/v1/infers/iris -H 'Content-Type: application/json' -d '{"data":{"req_data":[{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}]}}'\n`);
+    }
+  } else {
+    process.stdout.write(`no services deployed: no model packages under ${cfg.models_dir}\n`);
+  }
 }
 
 /** `infergate token`: a fresh admin token, signed with the key in the data dir (no server needed). */
