@@ -209,6 +209,20 @@ describe('error responses', () => {
       expectError(a, 400, 'IG.400.WrongType', /record 0, field 'tensor'\[0\]: expected a number \(float32\), got Infinity \(out of range\)/);
     });
 
+    test('a finite number too large for float32 (1e39) → 400 WrongType, not a silent Infinity', async () => {
+      const row = [...fraud];
+      row[3] = -1e39;
+      const a = await postJson(CCFRAUD, [{ tensor: row }], PANDAS);
+      expectError(a, 400, 'IG.400.WrongType', /record 0, field 'tensor'\[3\]: -1e\+39 is out of range for float32 \(at most ±3\.4028235e38; it would become Infinity\)/);
+      const named = await postJson(IRIS, { data: { req_data: [{ ...irisRecord(), sepal_length: 1e39 }] } });
+      expectError(named, 400, 'IG.400.WrongType', /record 0, field 'sepal_length': 1e\+39 is out of range for float32/);
+      const v2flat = await postJson(v2('iris'), { inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [1e39, 2, 3, 4] }] });
+      expectError(v2flat, 400, 'IG.400.WrongType', /data\[0\]: 1e\+39 is out of range for float32/);
+      // The largest float32 itself is taken.
+      const max = await postJson(v2('iris'), { inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [3.4028234663852886e38, 2, 3, 4] }] });
+      assert.equal(max.status, 200, max.text);
+    });
+
     test('a wrong field name → 400 UnknownField naming it and the input the model takes', async () => {
       const a = await postJson(CCFRAUD, [{ tensr: fraud }], PANDAS);
       expectError(a, 400, 'IG.400.UnknownField', /record 0: unknown field 'tensr'; expected the model inputs \['tensor'\]/);

@@ -1,7 +1,7 @@
 import { DataType, Precision, Type, makeVector, type Data, type Vector } from 'apache-arrow';
 import { badRequest } from '../errors.js';
 import type { ElementType, TypedData } from '../runtime/onnx/tensor.js';
-import { fromHalf, INT_RANGE, toHalf } from './values.js';
+import { F32_OVERFLOW, fromHalf, INT_RANGE, toHalf, tooLarge } from './values.js';
 
 /**
  * Arrow column values → tensor storage. Numeric leaves are copied by typed-array copies
@@ -124,6 +124,13 @@ export function copyLeaf(leaf: Data, kind: LeafKind, start: number, count: numbe
       else if (kind === 'int64') for (let i = start, k = outOff; i < end; i++, k += stride) o[k] = Number((src as BigInt64Array)[i]!);
       else if (stride === 1) o.set((src as Float64Array).subarray(start, end), outOff); // native conversion from any number type
       else for (let i = start, k = outOff; i < end; i++, k += stride) o[k] = (src as Float64Array)[i]!;
+      // Doubles too large for float32 would reach the model as Infinity (Infinity and NaN sent as such pass).
+      if (type === 'float32' && src instanceof Float64Array) {
+        for (let i = start; i < end; i++) {
+          const x = src[i]!;
+          if (x >= F32_OVERFLOW ? x !== Infinity : x <= -F32_OVERFLOW && x !== -Infinity) tooLarge(where(i), 'float32', x);
+        }
+      }
       return;
     }
     case 'float16': {

@@ -56,16 +56,31 @@ function wrong(where: string, type: ElementType, v: unknown): never {
   throw badRequest(`${where}: expected ${expectedOf(type)} (${type}), got ${describe(v)}`, 'WrongType');
 }
 
+/**
+ * The smallest magnitudes that round to ±Infinity in float32 and float16 (the largest finite value
+ * plus half a unit in the last place): a number that large would reach the model as Infinity.
+ */
+export const F32_OVERFLOW = 3.4028235677973366e38;
+const F16_OVERFLOW = 65520;
+
+/** A finite number too large for the element type: refused, naming the range. */
+export function tooLarge(where: string, type: 'float32' | 'float16', v: number): never {
+  const max = type === 'float32' ? '3.4028235e38' : '65504';
+  throw badRequest(`${where}: ${v} is out of range for ${type} (at most ±${max}; it would become Infinity)`, 'WrongType');
+}
+
 /** Stores one scalar value at `out[i]`, converting to the element type or refusing. */
 export function putValue(out: TensorValues, i: number, type: ElementType, v: unknown, where: string): void {
   switch (type) {
     case 'float32':
     case 'float64':
       if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
+      if (type === 'float32' && (v >= F32_OVERFLOW || v <= -F32_OVERFLOW)) tooLarge(where, type, v);
       (out as Float32Array)[i] = v;
       return;
     case 'float16':
       if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
+      if (v >= F16_OVERFLOW || v <= -F16_OVERFLOW) tooLarge(where, type, v);
       (out as Uint16Array)[i] = toHalf(v);
       return;
     case 'string':
@@ -167,10 +182,12 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
   if (depth === dims.length - 1 && (type === 'float32' || type === 'float64')) {
     // The common case (a row of numbers) without a call per element.
     const arr = out as Float32Array;
+    const limit = type === 'float32' ? F32_OVERFLOW : Infinity;
     for (let i = 0; i < want; i++) {
       const x = v[i];
       // x - x is NaN for ±Infinity (JSON's 1e999): a finite number is expected.
       if (typeof x !== 'number' || x - x !== 0) wrong(`${where}[${i}]`, type, x);
+      if (x >= limit || x <= -limit) tooLarge(`${where}[${i}]`, 'float32', x);
       arr[offset + i] = x;
     }
     return offset + want;
