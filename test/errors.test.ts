@@ -373,9 +373,28 @@ describe('error responses', () => {
       expectError(a, 400, 'IG.400.WrongShape', new RegExp(`Inference-Header-Content-Length is ${body.length + 100} but the body has only ${body.length} bytes`));
     });
 
-    test('Inference-Header-Content-Length that is not a number → 400 BadHeader', async () => {
-      const a = await post(v2('iris'), JSON.stringify({ inputs: [irisInput()] }), 'application/octet-stream', { 'Inference-Header-Content-Length': 'lots' });
-      expectError(a, 400, 'IG.400.BadHeader', /Inference-Header-Content-Length must be a non-negative integer, got 'lots'/);
+    test('Inference-Header-Content-Length that is not a number (or not written in digits) → 400 BadHeader', async () => {
+      for (const value of ['lots', '1e3', '0x10', '+12']) {
+        const a = await post(v2('iris'), JSON.stringify({ inputs: [irisInput()] }), 'application/octet-stream', { 'Inference-Header-Content-Length': value });
+        assert.equal(a.status, 400, a.text);
+        assert.equal(a.json.error_code, 'IG.400.BadHeader');
+        assert.equal(a.json.error_msg, `Inference-Header-Content-Length must be a non-negative integer (digits only), got '${value}'`);
+      }
+    });
+
+    test('an input with both data and binary_data_size → 400 saying to give one', async () => {
+      const { body, headerLength } = binaryBody({ inputs: [irisInput({ parameters: { binary_data_size: 16 } })] }, new Uint8Array(new Float32Array(irisRow).buffer));
+      const a = await post(v2('iris'), body, 'application/octet-stream', { 'Inference-Header-Content-Length': String(headerLength) });
+      expectError(a, 400, 'IG.400.WrongShape', /inputs\[0\] \('input'\): give its values either in 'data' or in the binary part \('binary_data_size'\), not both/);
+    });
+
+    test('outputs: an empty list means every output; one named twice → 400 DuplicateField', async () => {
+      const all = await postJson(v2('iris'), { inputs: [irisInput()], outputs: [] });
+      assert.equal(all.status, 200, all.text);
+      assert.deepEqual(all.json.outputs.map((o: { name: string }) => o.name), (await postJson(v2('iris'), { inputs: [irisInput()] })).json.outputs.map((o: { name: string }) => o.name));
+      assert.ok(all.json.outputs.length >= 2);
+      const twice = await postJson(v2('iris'), { inputs: [irisInput()], outputs: [{ name: all.json.outputs[0].name }, { name: all.json.outputs[0].name }] });
+      expectError(twice, 400, 'IG.400.DuplicateField', new RegExp(`outputs\\[1\\]: output '${all.json.outputs[0].name}' is requested twice`));
     });
 
     test('binary_data_size running past the body → 400 naming the input and the bytes left', async () => {

@@ -212,6 +212,11 @@ describe('JSON shapes against direct model runs', () => {
       assert.deepEqual(meta.inputs[0], { name: 'CheckingStatus', datatype: 'BYTES', shape: [-1, 1] });
       assert.deepEqual(meta.outputs[1], { name: 'probability', datatype: 'FP32', shape: [-1, 2] });
       assert.deepEqual(await (await fetch(`${gw.url}/v2/models/iris/ready`)).json(), { name: 'iris', ready: true });
+      // tritonclient's is_model_ready(name, version) asks the version's own route.
+      assert.deepEqual(await (await fetch(`${gw.url}/v2/models/iris/versions/0.0.1/ready`)).json(), { name: 'iris', version: '0.0.1', ready: true });
+      const noVersion = await fetch(`${gw.url}/v2/models/iris/versions/9.9.9/ready`);
+      assert.equal(noVersion.status, 404);
+      assert.match(((await noVersion.json()) as any).error_msg, /service 'iris' has no version '9\.9\.9'/);
       const missing = await fetch(`${gw.url}/v2/models/nope`);
       assert.equal(missing.status, 404);
       assert.equal(((await missing.json()) as any).error_code, 'IG.404.ServiceNotFound');

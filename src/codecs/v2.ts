@@ -60,6 +60,7 @@ export const openInference: Codec & { decode(body: Record<string, unknown>, sig:
       const binarySize = params?.['binary_data_size'];
       let tensor: Tensor;
       if (binarySize !== undefined) {
+        if (inp['data'] !== undefined) throw badRequest(`${label}: give its values either in 'data' or in the binary part ('binary_data_size'), not both`, 'WrongShape');
         if (!binary) throw badRequest(`${label}: 'binary_data_size' given but the request has no binary part (Inference-Header-Content-Length)`, 'WrongShape');
         if (typeof binarySize !== 'number' || !Number.isInteger(binarySize) || binarySize < 0) throw badRequest(`${label}: 'binary_data_size' must be a non-negative integer`, 'WrongShape');
         if (binaryOffset + binarySize > binary.length) {
@@ -218,12 +219,16 @@ function requestedOutputs(body: Record<string, unknown>, sig: ModelSignature): R
   const params = isObject(body['parameters']) ? body['parameters'] : undefined;
   const allBinary = params?.['binary_data_output'] === true;
   const outs = body['outputs'];
-  if (outs === undefined) return sig.outputs.map((_, index) => ({ index, binary: allBinary }));
+  // None requested (absent, or an empty list as clients build it): every output, as Triton does.
+  if (outs === undefined || (Array.isArray(outs) && outs.length === 0)) return sig.outputs.map((_, index) => ({ index, binary: allBinary }));
   if (!Array.isArray(outs)) throw badRequest(`'outputs' must be an array of {"name"}`, 'WrongShape');
+  const seen = new Set<number>();
   return outs.map((o, k) => {
     if (!isObject(o) || typeof o['name'] !== 'string') throw badRequest(`outputs[${k}]: expected {"name": "<output>"}`, 'WrongShape');
     const index = sig.outputIndex.get(o['name']);
     if (index === undefined) throw badRequest(`outputs[${k}]: unknown output '${o['name']}'; the model gives ${sig.outputs.map((s) => `'${s.name}'`).join(', ')}`, 'UnknownOutput');
+    if (seen.has(index)) throw badRequest(`outputs[${k}]: output '${o['name']}' is requested twice`, 'DuplicateField');
+    seen.add(index);
     const p = isObject(o['parameters']) ? o['parameters'] : undefined;
     return { index, binary: p?.['binary_data'] === true || (p?.['binary_data'] === undefined && allBinary) };
   });

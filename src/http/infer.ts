@@ -265,6 +265,14 @@ class ShadowJob implements Job {
   }
 }
 
+/** The v2 binary extension's Inference-Header-Content-Length: -1 when absent; digits only. */
+function inferenceHeaderLength(req: HttpRequest): number | GatewayError {
+  const ihcl = req.getHeader('inference-header-content-length');
+  if (!ihcl) return -1;
+  if (!/^\d{1,10}$/.test(ihcl)) return new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer (digits only), got '${ihcl}'`);
+  return Number(ihcl);
+}
+
 const tooLarge = (limit: number): GatewayError =>
   new GatewayError(413, 'PayloadTooLarge', `the request body is over the limit of ${limit} bytes (limits.max_body_bytes)`);
 
@@ -364,11 +372,8 @@ export class InferenceFront implements ProxyHost {
     if (declared > this.limits.max_body_bytes + DISCARD_BYTES) {
       return this.refuse(res, requestId, tooLarge(this.limits.max_body_bytes), true);
     }
-    const ihcl = req.getHeader('inference-header-content-length');
-    const ihLength = ihcl ? Number(ihcl) : -1;
-    if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
-      return this.refuse(res, requestId, new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`));
-    }
+    const ihLength = inferenceHeaderLength(req);
+    if (ihLength instanceof GatewayError) return this.refuse(res, requestId, ihLength);
     const call = new InferCall(this, res, requestId, startedAt, service, pinned as OnnxVersion | null, ruleHeaders, req.getHeader('content-type'), ihLength, req.getHeader('accept'));
     call.principal = principal;
     call.pendingAuth = pendingAuth;
@@ -384,11 +389,8 @@ export class InferenceFront implements ProxyHost {
    */
   handleDirect(res: HttpResponse, req: HttpRequest, service: Service, version: OnnxVersion): void {
     const requestId = req.getHeader('x-request-id') || newRequestId();
-    const ihcl = req.getHeader('inference-header-content-length');
-    const ihLength = ihcl ? Number(ihcl) : -1;
-    if (ihcl && (!Number.isInteger(ihLength) || ihLength < 0)) {
-      return writeReply(res, errorReply(new GatewayError(400, 'BadHeader', `Inference-Header-Content-Length must be a non-negative integer, got '${ihcl}'`)), requestId, null);
-    }
+    const ihLength = inferenceHeaderLength(req);
+    if (ihLength instanceof GatewayError) return writeReply(res, errorReply(ihLength), requestId, null);
     const call = new InferCall(this, res, requestId, performance.now(), service, version, null, req.getHeader('content-type'), ihLength, req.getHeader('accept'), true);
     if (Number(req.getHeader('content-length') || 0) > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);

@@ -86,6 +86,12 @@ export class HttpServer {
       const s = this.service(req);
       return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, ready: s.status === 'running' });
     });
+    this.get('/v2/models/:service/versions/:version/ready', (req) => {
+      const s = this.service(req);
+      const version = routeParam(req, 1);
+      if (!s.versions.some((v) => v.modelVersion === version)) throw notFound(`service '${s.name}' has no version '${version}'`, 'VersionNotFound');
+      return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, version, ready: s.status === 'running' });
+    });
     app.get('/metrics', (res) => this.metrics(res));
     if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError, directEndpoints: (id) => this.direct?.endpointsOf(id) ?? [] });
     app.any('/*', (res, req) => {
