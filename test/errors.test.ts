@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, fraudRow, prng } from './helpers/direct.js';
 import { ADMIN_TOKEN, post, postJson, request, startGateway, type Answer, type RunningGateway } from './helpers/gateway.js';
@@ -492,6 +493,20 @@ describe('error responses', () => {
       expectError(logs, 405, 'IG.405.MethodNotAllowed', /GET is not allowed on \/v1\/services\/iris\/logs; use POST/);
       const services = await request(`${gw.url}/v1/services`, { method: 'PUT', body: '{}' });
       assert.equal(services.headers.get('allow'), 'POST, GET, HEAD');
+    });
+
+    test('Content-Encoding gzip, deflate and br are decoded; another is 415, a corrupt body 400, a bomb 413', async () => {
+      const body = JSON.stringify({ data: { req_data: [irisRecord()] } });
+      const plain = await post(IRIS, body);
+      for (const [coding, pack] of [['gzip', zlib.gzipSync], ['deflate', zlib.deflateSync], ['br', zlib.brotliCompressSync]] as const) {
+        const a = await post(IRIS, pack(Buffer.from(body)), 'application/json', { 'Content-Encoding': coding });
+        assert.equal(a.status, 200, `${coding}: ${a.text}`);
+        assert.deepEqual(a.json.data, plain.json.data);
+      }
+      expectError(await post(IRIS, body, 'application/json', { 'Content-Encoding': 'compress' }), 415, 'IG.415.UnsupportedEncoding', /Content-Encoding 'compress' is not supported; send the body as it is, or gzip, deflate or br/);
+      expectError(await post(IRIS, body, 'application/json', { 'Content-Encoding': 'gzip' }), 400, 'IG.400.BadEncoding', /the body is not valid gzip \(Content-Encoding: gzip\): incorrect header check/);
+      const bomb = zlib.gzipSync(Buffer.alloc(13 * 1024 * 1024, 32));
+      expectError(await post(IRIS, bomb, 'application/json', { 'Content-Encoding': 'gzip' }), 413, 'IG.413.PayloadTooLarge', /the gzip body decodes to over the limit of 12582912 bytes \(limits\.max_body_bytes\)/);
     });
 
     test('Content-Type text/csv → 415 naming the type and the supported ones', async () => {

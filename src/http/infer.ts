@@ -18,6 +18,7 @@ import { recordShadow, type ShadowSlot } from '../telemetry/inference-log.js';
 import { errorReply, writeReply, type Reply } from './respond.js';
 import { DISCARD_BYTES, ProxyCall, upstreamRequest, type ProxyHost } from './proxy.js';
 import { LiveList, type LiveCall } from './live.js';
+import { inflateBody, isEncoded } from './content-encoding.js';
 
 /** A call the front tracks until it is answered, holding the version that serves it once routed. */
 export interface FrontCall extends LiveCall {
@@ -48,6 +49,8 @@ class InferCall implements Job, FrontCall {
   discarding = false;
   /** A token whose verification is still running (not in the cache yet): the request waits for it. */
   pendingAuth: Promise<Principal> | null = null;
+  /** The body's Content-Encoding ('' when sent as it is): decoded before anything reads it. */
+  contentEncoding = '';
   principal: Principal | null = null;
   /** The version that serves the call, chosen once the body and the caller are known. */
   version: OnnxVersion | null = null;
@@ -106,9 +109,19 @@ class InferCall implements Job, FrontCall {
     } else {
       body = new Uint8Array(chunk);
     }
+    if (isEncoded(this.contentEncoding)) {
+      inflateBody(body, this.contentEncoding, this.front.limits.max_body_bytes).then((plain) => this.bodyReady(plain), (err: unknown) => this.reject(asGatewayError(err)));
+      return;
+    }
+    this.bodyReady(body);
+  }
+
+  /** The whole body, decoded where it was compressed: admitted once the caller is known. */
+  private bodyReady(body: Uint8Array): void {
+    if (this.cancelled) return;
     if (this.pendingAuth) {
-      // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer.
-      const kept = body.buffer === chunk ? Buffer.from(body) : body;
+      // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer (a decoded one is ours already).
+      const kept = Buffer.isBuffer(body) ? body : Buffer.from(body);
       this.pendingAuth.then((p) => {
         this.principal = p;
         this.admit(kept);
@@ -375,6 +388,7 @@ export class InferenceFront implements ProxyHost {
     const ihLength = inferenceHeaderLength(req);
     if (ihLength instanceof GatewayError) return this.refuse(res, requestId, ihLength);
     const call = new InferCall(this, res, requestId, startedAt, service, pinned as OnnxVersion | null, ruleHeaders, req.getHeader('content-type'), ihLength, req.getHeader('accept'));
+    call.contentEncoding = req.getHeader('content-encoding');
     call.principal = principal;
     call.pendingAuth = pendingAuth;
     if (declared > this.limits.max_body_bytes) call.discarding = true;
@@ -392,6 +406,7 @@ export class InferenceFront implements ProxyHost {
     const ihLength = inferenceHeaderLength(req);
     if (ihLength instanceof GatewayError) return writeReply(res, errorReply(ihLength), requestId, null);
     const call = new InferCall(this, res, requestId, performance.now(), service, version, null, req.getHeader('content-type'), ihLength, req.getHeader('accept'), true);
+    call.contentEncoding = req.getHeader('content-encoding');
     if (Number(req.getHeader('content-length') || 0) > this.limits.max_body_bytes) call.discarding = true;
     this.live.add(call);
     res.onAborted(() => call.abort());
