@@ -45,6 +45,8 @@ describe('JSON shapes against direct model runs', () => {
       assert.equal(a.headers.get('x-request-id'), 'client-id-42');
       assert.equal(a.headers.get('x-model-version'), 'iris@0.0.1');
       assert.equal(a.json.meta.uuid, 'u-1');
+      const numbered = await postJson(`${gw.url}/v1/infers/iris`, { meta: { uuid: 5 }, data: { req_data: IRIS.map(irisRecord) } });
+      assert.equal(numbered.json.meta.uuid, '5', 'a uuid sent as a number comes back as its digits');
       const want = await irisDirect(IRIS);
       assert.deepEqual(a.json.data.resp_data.map((r: { predictresult: string }) => r.predictresult), want.labels);
       assert.deepEqual(a.json.data.resp_data.map((r: { probabilities: number[] }) => r.probabilities), want.probs);
@@ -171,6 +173,17 @@ describe('JSON shapes against direct model runs', () => {
       assert.deepEqual(a.json.predictions[0].fields, ['prediction', 'probability']);
       assert.deepEqual(a.json.predictions[0].values, want.labels.map((l, i) => [l, want.probs[i]]));
       assert.ok(want.labels.every((l) => l === 'Risk' || l === 'No Risk'));
+    });
+
+    test('Watson ML values without fields are in the model\'s own order (its inputs, or iris\'s features)', async () => {
+      const a = await postJson(`${gw.url}/ml/v4/deployments/credit-risk/predictions`, { input_data: [{ values: WML_VALUES }] });
+      assert.equal(a.status, 200, a.text);
+      const want = await creditDirect(WML_VALUES);
+      assert.deepEqual(a.json.predictions[0].values, want.labels.map((l, i) => [l, want.probs[i]]));
+      const iris = await postJson(`${gw.url}/ml/v4/deployments/iris/predictions`, { input_data: [{ values: IRIS }] });
+      const named = await postJson(`${gw.url}/ml/v4/deployments/iris/predictions`, { input_data: [{ fields: [...IRIS_FEATURES], values: IRIS }] });
+      assert.equal(iris.status, 200, iris.text);
+      assert.deepEqual(iris.json, named.json);
     });
 
     test('ModelArts records of the 20 fields', async () => {

@@ -16,8 +16,9 @@ export const modelArts: Codec & { decode(body: Record<string, unknown>, sig: Mod
       throw badRequest(`'data' must be an object holding 'req_data', got ${Array.isArray(data) ? 'an array' : typeof data}`, 'WrongShape');
     }
     const meta = body['meta'];
-    const uuid = typeof meta === 'object' && meta !== null && typeof (meta as Record<string, unknown>)['uuid'] === 'string'
-      ? ((meta as Record<string, unknown>)['uuid'] as string) : '';
+    const given = typeof meta === 'object' && meta !== null ? (meta as Record<string, unknown>)['uuid'] : undefined;
+    // A uuid is a string; one sent as a number comes back as its digits.
+    const uuid = typeof given === 'string' ? given : typeof given === 'number' && Number.isFinite(given) ? String(given) : '';
     const request = bindRecords(sig, (data as Record<string, unknown>)['req_data'], 'record', "'data.req_data'");
     return { codec: modelArts, request, state: uuid, reply };
   },

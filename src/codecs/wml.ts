@@ -21,7 +21,10 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     }
     const entry = inputData[0] as Record<string, unknown> | null;
     if (typeof entry !== 'object' || entry === null) throw badRequest(`'input_data[0]' must be an object with "fields" and "values"`, 'WrongShape');
-    const { fields, values } = entry as { fields: unknown; values: unknown };
+    const { values } = entry as { values: unknown };
+    // Without "fields" (Watson ML allows it where the model's schema is known), values are in the
+    // model's own order: its features where it has them, else its inputs.
+    const fields = (entry as { fields?: unknown }).fields ?? sig.features ?? sig.inputs.map((i) => i.name);
     if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string')) {
       throw badRequest(`'input_data[0].fields' must be a non-empty array of field names (strings)`, 'WrongShape');
     }
