@@ -94,8 +94,8 @@ describe('msgpack bodies and answers', () => {
       ['empty body', new Uint8Array(0), 'IG.400.Empty', /body is empty; send a msgpack-encoded/],
       ['a bare number', plain.pack(42), 'IG.400.WrongShape', /expected a msgpack map or an array of records, got a number/],
       ['a map of unknown keys', plain.pack({ foo: 1 }), 'IG.400.UnknownShape', /unrecognised request shape \(keys 'foo'\)/],
-      ['bytes that are not a whole row', plain.pack([{ tensor: Buffer.alloc(29 * 4 - 2) }]), 'IG.400.WrongShape', /record 0, field 'tensor': expected 29 elements at depth 1, got 114/],
-      ['v2 bytes of the wrong size', plain.pack({ inputs: [{ name: 'tensor', shape: [2, 29], datatype: 'FP32', data: Buffer.alloc(29 * 4) }] }), 'IG.400.WrongShape', /'data' has 116 elements but shape \[2,29\] needs 58/],
+      ['bytes that are not a whole row', plain.pack([{ tensor: Buffer.alloc(29 * 4 - 2) }]), 'IG.400.WrongShape', /record 0, field 'tensor': expected 29 float32 values \(116 bytes\) at depth 1, got 114 bytes/],
+      ['v2 bytes of the wrong size', plain.pack({ inputs: [{ name: 'tensor', shape: [2, 29], datatype: 'FP32', data: Buffer.alloc(29 * 4) }] }), 'IG.400.WrongShape', /'data' holds 116 bytes but shape \[2,29\] of FP32 needs 232 \(58 × 4\)/],
       ['a string where floats go', plain.pack([{ tensor: 'abc' }]), 'IG.400.WrongShape', /record 0, field 'tensor': expected an array of 29 at depth 1, got the string "abc"/],
     ];
     for (const [what, body, code, msg] of bad) {

@@ -172,6 +172,10 @@ function fromJson(type: ElementType, dims: number[], data: unknown, label: strin
       return { type, dims, data: out };
     }
   }
+  if (data instanceof Uint8Array && type !== 'string' && bytesPerElement(type) > 1) {
+    // Raw bytes (a msgpack bin): counted in bytes, not as that many elements.
+    throw badRequest(`${label}: 'data' holds ${data.length} bytes but shape ${describeDims(dims)} of ${FROM_ORT[type]} needs ${n * bytesPerElement(type)} (${n} × ${bytesPerElement(type)})`, 'WrongShape');
+  }
   const nested = isList(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
   throw badRequest(`${label}: 'data' has ${data.length} elements${nested} but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
 }

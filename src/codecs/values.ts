@@ -177,6 +177,9 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
     throw badRequest(`${where}: expected an array of ${want} at depth ${depth + 1}, got ${describe(v)}`, 'WrongShape');
   }
   if (v.length !== want) {
+    if (v instanceof Uint8Array && type !== 'string' && bytesPerElement(type) > 1) {
+      throw badRequest(`${where}: expected ${want} ${type} values (${want * bytesPerElement(type)} bytes) at depth ${depth + 1}, got ${v.length} bytes`, 'WrongShape');
+    }
     throw badRequest(`${where}: expected ${want} elements at depth ${depth + 1}, got ${v.length} (ragged or wrong shape)`, 'WrongShape');
   }
   if (depth === dims.length - 1 && (type === 'float32' || type === 'float64')) {
