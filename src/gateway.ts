@@ -62,21 +62,33 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
     (names) => names.length && log.warn(`removed ${names.length} Docker container(s) a previous run of this gateway left running: ${names.join(', ')}`),
     (err: Error) => log.warn(`could not look for Docker containers a previous run left running: ${err.message}`),
   );
-  await services.recover();
-  await applyModelsDir(cfg, models, services, projectId, log);
-  for (const declared of cfg.services) {
-    await Promise.resolve().then(() => services.ensure(declared, typeof declared['project'] === 'string' ? identity.project(declared['project']).id : projectId)).catch((err: Error) => log.error({ service: declared.name }, `service ${declared.name} from the config: ${err.message}`));
+  let server: HttpServer | null = null;
+  let port: number;
+  try {
+    await services.recover();
+    await applyModelsDir(cfg, models, services, projectId, log);
+    for (const declared of cfg.services) {
+      await Promise.resolve().then(() => services.ensure(declared, typeof declared['project'] === 'string' ? identity.project(declared['project']).id : projectId)).catch((err: Error) => log.error({ service: declared.name }, `service ${declared.name} from the config: ${err.message}`));
+    }
+    const logError = (err: unknown): void => log.error({ err }, 'request failed inside the gateway');
+    server = new HttpServer({
+      table, metrics, limits: cfg.limits, state, version: VERSION, logError,
+      access,
+      management: { models, services, access, maxUploadBytes: cfg.limits.max_upload_bytes },
+      direct: { host: cfg.server.direct_host, ports: cfg.server.direct_ports, warn: (msg) => log.warn(msg) },
+      websocket: { bufferBytes: cfg.limits.ws_buffer_bytes, drainTimeoutMs: cfg.limits.ws_drain_timeout_ms, maxInflight: cfg.limits.ws_max_inflight },
+    });
+    port = await server.listen(cfg.server.host, cfg.server.port);
+  } catch (err) {
+    // Not serving after all (the port is taken, say): what was started for it stops, containers too.
+    server?.close();
+    await services.shutdown().catch((e: Error) => log.error({ err: e }, 'stopping the services of a gateway that could not start'));
+    db.close();
+    unlock();
+    throw err;
   }
-  const logError = (err: unknown): void => log.error({ err }, 'request failed inside the gateway');
-  const server = new HttpServer({
-    table, metrics, limits: cfg.limits, state, version: VERSION, logError,
-    access,
-    management: { models, services, access, maxUploadBytes: cfg.limits.max_upload_bytes },
-    direct: { host: cfg.server.direct_host, ports: cfg.server.direct_ports, warn: (msg) => log.warn(msg) },
-    websocket: { bufferBytes: cfg.limits.ws_buffer_bytes, drainTimeoutMs: cfg.limits.ws_drain_timeout_ms, maxInflight: cfg.limits.ws_max_inflight },
-  });
-  const port = await server.listen(cfg.server.host, cfg.server.port);
   state.ready = true;
+  const listening = server;
   let stopping: Promise<void> | null = null;
   return {
     port,
@@ -86,12 +98,12 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Gat
     stop() {
       stopping ??= (async () => {
         state.draining = true;
-        server.stopAccepting();
-        await server.front.idle();
+        listening.stopAccepting();
+        await listening.front.idle();
         // Every WebSocket answer owed was sent (its calls were in flight): the connections go now.
-        server.sockets.closeAll();
+        listening.sockets.closeAll();
         await services.shutdown();
-        server.close();
+        listening.close();
         db.close();
         unlock();
       })();

@@ -399,11 +399,12 @@ describe('decodeArrow conversions (made-up signatures)', () => {
     refused(() => decode(i32, { x: makeVector(Float64Array.from([1.5])) }), 'IG.400.WrongType', /column 'x' is Float64, but input 'x' takes int32: expected integers \(an Int column\)/);
   });
 
-  test('doubles too large for a float32 input are refused; Infinity and NaN sent as such pass', () => {
+  test('numbers too large for a float32 or float16 input are refused; Infinity and NaN sent as such pass', () => {
     const f32 = sigOf([['x', 'float32', ['N', 1]]]);
     refused(() => decode(f32, { x: makeVector(Float64Array.from([1, 1e300])) }), 'IG.400.WrongType', /row 1, column 'x': 1e\+300 is out of range for float32/);
     const t = decode(f32, { x: makeVector(Float64Array.from([Infinity, NaN, -3.4e38])) }).request.inputs[0]!;
     assert.deepEqual([...(t.data as Float32Array)], [Infinity, NaN, Math.fround(-3.4e38)]);
+    refused(() => decode(sigOf([['x', 'float16', ['N', 1]]]), { x: makeVector(Int32Array.from([1, 70000])) }), 'IG.400.WrongType', /row 1, column 'x': 70000 is out of range for float16 \(at most ±65504/);
   });
 
   test('floats: ints and doubles converted natively, half floats both ways, NaN passed on', () => {

@@ -117,7 +117,7 @@ describe('the admin token', () => {
     try {
       const sameDir = await cli(null, 'serve', '--port', '0', '--data-dir', gw.dataDir, '--models-dir', path.join(SAMPLE_MODELS, 'nothing-here'));
       assert.equal(sameDir.code, 1);
-      assert.match(sameDir.stderr, new RegExp(`the data dir ${gw.dataDir} is in use by another gateway \\(pid ${gw.proc.pid}, in .*gateway\\.pid\\); stop it first, or give this one its own --data-dir`));
+      assert.match(sameDir.stderr, new RegExp(`the data dir ${gw.dataDir} is in use by another gateway \\(pid ${gw.proc.pid} on .+ since .+\\); stop it first, or give this one its own --data-dir`));
       const samePort = await cli(null, 'serve', '--port', String(gw.port), '--data-dir', tempDir('infergate-data-'), '--models-dir', path.join(SAMPLE_MODELS, 'nothing-here'));
       assert.equal(samePort.code, 1);
       assert.match(samePort.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${gw.port} \\(address in use or not available\\)`));
@@ -126,7 +126,7 @@ describe('the admin token', () => {
       gw.proc.kill('SIGKILL');
       await gw.exited;
     }
-    // A lock left by a gateway that died is taken over.
+    // The lock goes with the process that held it, however it died.
     const next = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), dataDir: gw.dataDir });
     assert.equal(await next.stop(), 0, `signal ${next.proc.signalCode}; stdout:\n${next.stdout()}\nstderr:\n${next.stderr()}`);
   });

@@ -507,6 +507,11 @@ describe('error responses', () => {
       expectError(await post(IRIS, body, 'application/json', { 'Content-Encoding': 'gzip' }), 400, 'IG.400.BadEncoding', /the body is not valid gzip \(Content-Encoding: gzip\): incorrect header check/);
       const bomb = zlib.gzipSync(Buffer.alloc(13 * 1024 * 1024, 32));
       expectError(await post(IRIS, bomb, 'application/json', { 'Content-Encoding': 'gzip' }), 413, 'IG.413.PayloadTooLarge', /the gzip body decodes to over the limit of 12582912 bytes \(limits\.max_body_bytes\)/);
+      // Many at once take their turns (a few decode at a time, so their memory is bounded): each is refused, none is lost.
+      const brBomb = zlib.brotliCompressSync(Buffer.alloc(13 * 1024 * 1024, 32));
+      const many = await Promise.all(Array.from({ length: 24 }, () => post(IRIS, brBomb, 'application/json', { 'Content-Encoding': 'br' })));
+      for (const a of many) expectError(a, 413, 'IG.413.PayloadTooLarge', /the br body decodes to over the limit/);
+      assert.equal((await post(IRIS, zlib.gzipSync(Buffer.from(body)), 'application/json', { 'Content-Encoding': 'gzip' })).status, 200);
     });
 
     test('Content-Type text/csv → 415 naming the type and the supported ones', async () => {

@@ -1,7 +1,7 @@
 import { DataType, Precision, Type, makeVector, type Data, type Vector } from 'apache-arrow';
 import { badRequest } from '../errors.js';
 import type { ElementType, TypedData } from '../runtime/onnx/tensor.js';
-import { F32_OVERFLOW, fromHalf, INT_RANGE, toHalf, tooLarge } from './values.js';
+import { F16_OVERFLOW, F32_OVERFLOW, fromHalf, INT_RANGE, toHalf, tooLarge } from './values.js';
 
 /**
  * Arrow column values → tensor storage. Numeric leaves are copied by typed-array copies
@@ -137,7 +137,14 @@ export function copyLeaf(leaf: Data, kind: LeafKind, start: number, count: numbe
       const o = out as Uint16Array;
       if (kind === 'half' && stride === 1) o.set((src as Uint16Array).subarray(start, end), outOff);
       else if (kind === 'half') for (let i = start, k = outOff; i < end; i++, k += stride) o[k] = (src as Uint16Array)[i]!;
-      else for (let i = start, k = outOff; i < end; i++, k += stride) o[k] = toHalf(Number((src as Float64Array)[i]!));
+      else {
+        for (let i = start, k = outOff; i < end; i++, k += stride) {
+          const x = Number((src as Float64Array)[i]!);
+          // Finite values too large for float16 would reach the model as Infinity.
+          if (x - x === 0 && (x >= F16_OVERFLOW || x <= -F16_OVERFLOW)) tooLarge(where(i), 'float16', x);
+          o[k] = toHalf(x);
+        }
+      }
       return;
     }
     case 'bool': {

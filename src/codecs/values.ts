@@ -61,7 +61,7 @@ function wrong(where: string, type: ElementType, v: unknown): never {
  * plus half a unit in the last place): a number that large would reach the model as Infinity.
  */
 export const F32_OVERFLOW = 3.4028235677973366e38;
-const F16_OVERFLOW = 65520;
+export const F16_OVERFLOW = 65520;
 
 /** A finite number too large for the element type: refused, naming the range. */
 export function tooLarge(where: string, type: 'float32' | 'float16', v: number): never {

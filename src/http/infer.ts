@@ -109,26 +109,23 @@ class InferCall implements Job, FrontCall {
     } else {
       body = new Uint8Array(chunk);
     }
-    if (isEncoded(this.contentEncoding)) {
-      inflateBody(body, this.contentEncoding, this.front.limits.max_body_bytes).then((plain) => this.bodyReady(plain), (err: unknown) => this.reject(asGatewayError(err)));
-      return;
-    }
-    this.bodyReady(body);
-  }
-
-  /** The whole body, decoded where it was compressed: admitted once the caller is known. */
-  private bodyReady(body: Uint8Array): void {
-    if (this.cancelled) return;
     if (this.pendingAuth) {
-      // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer (a decoded one is ours already).
+      // The body outlives this callback now, so it is copied out of uWebSockets.js' buffer.
       const kept = Buffer.isBuffer(body) ? body : Buffer.from(body);
       this.pendingAuth.then((p) => {
         this.principal = p;
-        this.admit(kept);
+        this.callerKnown(kept);
       }, (err: unknown) => this.reject(asGatewayError(err)));
       return;
     }
-    this.admit(body);
+    this.callerKnown(body);
+  }
+
+  /** Body and caller known: a compressed body is decoded now (never for a caller refused), then admitted. */
+  private callerKnown(body: Uint8Array): void {
+    if (this.cancelled) return;
+    if (!isEncoded(this.contentEncoding)) return this.admit(body);
+    inflateBody(body, this.contentEncoding, this.front.limits.max_body_bytes, () => this.cancelled).then((plain) => this.admit(plain), (err: unknown) => this.reject(asGatewayError(err)));
   }
 
   /** Body and caller known: route to a version, decode for its model, queue. */

@@ -93,6 +93,7 @@ export class HttpServer {
       return jsonReply(s.status === 'running' ? 200 : 503, { name: s.name, version, ready: s.status === 'running' });
     });
     app.get('/metrics', (res) => this.metrics(res));
+    app.any('/metrics', (res, req) => methodNotAllowed(res, req, 'GET'));
     if (opts.management) registerManagement(app, { ...opts.management, logError: opts.logError, directEndpoints: (id) => this.direct?.endpointsOf(id) ?? [] });
     app.any('/*', (res, req) => {
       const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`, 'RouteNotFound');

@@ -602,7 +602,9 @@ class SocketCall implements Job, FrontCall {
   /** The record of a sampled message, named by its id (or a new request id where it has none). */
   commitLog(status: number, result: InferResult | null, error: string | null): void {
     const l = this.logged;
-    if (!l) return;
+    // A stream's answer that came after the stream moved to another version still holds the
+    // state outputs the client view leaves out: not a record of that view.
+    if (!l || (result && result.outputs.length !== this.sig.outputs.length)) return;
     const requestId = this.id !== undefined ? String(this.id) : newRequestId();
     l.log.commit(requestId, l.at, l.length, this.binary ? MESSAGE_BINARY : MESSAGE_TEXT, -1, this.version.servedBy, this.sig, status, result, this.request.rows, error, null);
   }

@@ -1,53 +1,39 @@
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 
-const FILE = 'gateway.pid';
-
-/** Whether a process with this id runs (one we may not signal still runs). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const LOCK = 'gateway.lock';
+const OWNER = 'gateway.owner';
 
 /**
  * One gateway per data dir: a second one would recover the same services beside the first,
- * start their instances twice and remove the first one's containers as leftovers. The lock is a
- * file holding the owner's pid; one whose process is gone (a gateway killed with kill -9) is
- * taken over. Returns its release.
+ * start their instances twice and remove the first one's containers as leftovers. The lock is an
+ * exclusive SQLite transaction held on a file of its own for the gateway's life: a kernel file
+ * lock, so it holds across processes in other PID namespaces (containers sharing the volume) and
+ * goes when its process dies, however it dies. `gateway.owner` only says who holds it. Returns
+ * its release.
  */
 export function lockDataDir(dataDir: string): () => void {
-  const file = path.join(dataDir, FILE);
-  for (let attempt = 0; ; attempt++) {
+  const db = new Database(path.join(dataDir, LOCK));
+  try {
+    db.pragma('busy_timeout = 0');
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    let owner = '';
     try {
-      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
-    }
-    let owner = NaN;
-    try {
-      owner = Number(readFileSync(file, 'utf8').trim());
-    } catch { /* removed meanwhile: try again */ }
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
-      throw new Error(`the data dir ${dataDir} is in use by another gateway (pid ${owner}, in ${file}); stop it first, or give this one its own --data-dir`);
-    }
-    // Left by a gateway that is gone: taken over.
-    try {
-      unlinkSync(file);
-    } catch { /* removed meanwhile */ }
+      owner = readFileSync(path.join(dataDir, OWNER), 'utf8').trim();
+    } catch { /* not written yet */ }
+    throw new Error(`the data dir ${dataDir} is in use by another gateway${owner ? ` (${owner})` : ''}; stop it first, or give this one its own --data-dir`);
   }
+  writeFileSync(path.join(dataDir, OWNER), `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`);
   let released = false;
-  const release = (): void => {
+  return () => {
     if (released) return;
     released = true;
-    try {
-      if (readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
-    } catch { /* already gone */ }
+    db.exec('ROLLBACK');
+    db.close();
   };
-  process.once('exit', release);
-  return release;
 }

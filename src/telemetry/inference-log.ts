@@ -296,12 +296,24 @@ export class ServiceLog {
     let count = 0;
     let schema: string | null = null;
     for (; seq >= oldest && seq <= newest; seq += step) {
+      // Records may have been written over while an earlier one rendered (a multipart body waits):
+      // a slot now holding a newer record is not this one.
+      if (seq < this.nextSeq - this.n) {
+        if (step < 0) break;
+        continue;
+      }
       const i = seq % this.n;
       const t = this.time[i]!;
       if (t < q.start || t >= q.end || !this.kept(i)) continue;
       if (count === q.pageSize) return { body: body + ']', cursor: String(seq), status: 'RecordLimited' };
-      const rendered = this.render(seq);
-      const record = rendered instanceof Promise ? await rendered : rendered;
+      let record: Rendered;
+      try {
+        const rendered = this.render(seq);
+        record = rendered instanceof Promise ? await rendered : rendered;
+      } catch {
+        // A record that cannot be read back is left out; the page is not lost for it.
+        continue;
+      }
       if (schema !== null && record.schema !== schema) return { body: body + ']', cursor: String(seq), status: 'SchemaChange' };
       schema = record.schema;
       if (count > 0 && body.length + record.text.length > PAGE_BYTES) return { body: body + ']', cursor: String(seq), status: 'ByteLimited' };
@@ -417,7 +429,13 @@ export class ServiceLog {
       return this.renderTensors(head, packed, sig, src.by, noInputs(), shadows);
     }
     if (decoded instanceof Promise) return decoded.then(inputsOf, noInputs).then((inputs) => this.renderTensors(head, packed, sig, src.by, inputs, shadows));
-    return this.renderTensors(head, packed, sig, src.by, inputsOf(decoded), shadows);
+    let inputs: [string, string][];
+    try {
+      inputs = inputsOf(decoded);
+    } catch {
+      inputs = noInputs();
+    }
+    return this.renderTensors(head, packed, sig, src.by, inputs, shadows);
   }
 
   private renderTensors(head: RecordHead, packed: Uint8Array, sig: ModelSignature, by: ServedBy, inputs: [string, string][], shadows: ShadowSlot | undefined): Rendered {

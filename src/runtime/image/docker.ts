@@ -71,7 +71,8 @@ async function pull(image: string): Promise<void> {
   const tagged = name.includes(':') || image.includes('@');
   const r = await api('POST', `/images/create?fromImage=${encodeURIComponent(image)}${tagged ? '' : '&tag=latest'}`, undefined, 30 * 60_000);
   if (r.status >= 300) throw new Error(`Docker could not pull ${image}: ${messageOf(r.body)}`);
-  const failed = String(r.body).split('\n').map((line) => {
+  // One progress line is parsed already; several are text.
+  const failed = (typeof r.body === 'object' && r.body !== null ? [JSON.stringify(r.body)] : String(r.body).split('\n')).map((line) => {
     try {
       return (JSON.parse(line) as { error?: string }).error;
     } catch {
