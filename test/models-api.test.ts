@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { tarGz, zip, type ArchiveEntry } from './helpers/archives.js';
 import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
@@ -79,6 +80,53 @@ describe('model import and versions', () => {
   test('an existing version is refused with 409', async () => {
     const a = await upload(gw, { name: 'fraud', version: '1.0.0' }, 'm.onnx', file('ccfraud', 'model.onnx'));
     refused(a, 409, 'IG.409.VersionExists', /model 'fraud' already has version '1.0.0'/);
+  });
+
+  test('a version that is not a folder name of its own (\'.\', \'..\') is refused, and the stored models keep their files', async () => {
+    assert.equal((await upload(gw, { name: 'kept', version: '1.0.0' }, 'm.onnx', file('iris', 'model.onnx'))).status, 201);
+    for (const version of ['..', '.', '.hidden']) {
+      refused(await upload(gw, { name: 'evil', version }, 'm.onnx', file('ccfraud', 'model.onnx')), 400, 'IG.400.BadPackage', new RegExp(`version '${version.replace(/\./g, '\\.')}' must be 1–64 of A-Za-z0-9\\._-, starting with a letter or digit`));
+      refused(await api(gw, 'POST', '/v1/models', { name: 'evil', version, source: { path: path.join(SAMPLE_MODELS, 'ccfraud') } }), 400, 'IG.400.BadPackage', /starting with a letter or digit/);
+    }
+    const kept = (await api(gw, 'GET', '/v1/models/kept')).json;
+    assert.equal(kept.versions[0].version, '1.0.0');
+    const stored = path.join(gw.dataDir, 'models', kept.id, '1.0.0', 'model.onnx');
+    assert.equal(sha(readFileSync(stored)), sha(file('iris', 'model.onnx')));
+  });
+
+  test('imports of one version racing: one is stored, the other is 409, and the files are the row\'s', async () => {
+    const [a, b] = await Promise.all([
+      upload(gw, { name: 'race', version: '2.1' }, 'iris.onnx', file('iris', 'model.onnx')),
+      upload(gw, { name: 'race', version: '2.1' }, 'fraud.onnx', file('ccfraud', 'model.onnx')),
+    ]);
+    assert.deepEqual([a.status, b.status].sort(), [201, 409], `${a.text}\n${b.text}`);
+    const winner = a.status === 201 ? a : b;
+    const model = (await api(gw, 'GET', '/v1/models/race')).json;
+    assert.equal(model.versions.length, 1);
+    assert.equal(model.versions[0].sha256, winner.json.sha256);
+    assert.equal(sha(readFileSync(path.join(gw.dataDir, 'models', model.id, '2.1', 'model.onnx'))), winner.json.sha256);
+  });
+
+  test('archive bombs stop at the first header over a limit: a declared size past the package limit, or too many entries', async () => {
+    // A header declaring an 8 GiB file, and no data behind it.
+    const header = Buffer.alloc(512);
+    header.write('huge.bin', 0);
+    header.write('0000644\0', 100);
+    header.write('0000000\0', 108);
+    header.write('0000000\0', 116);
+    header.write('77777777777\0', 124);
+    header.write('00000000000\0', 136);
+    header.write('        ', 148);
+    header.write('0', 156);
+    header.write('ustar\0', 257);
+    header.write('00', 263);
+    let sum = 0;
+    for (const x of header) sum += x;
+    header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+    const bomb = zlib.gzipSync(Buffer.concat([header, Buffer.alloc(64 * 1024)]));
+    refused(await upload(gw, { name: 'bomb' }, 'bomb.tar.gz', bomb), 400, 'IG.400.BadPackage', /bomb\.tar\.gz: unpacks to more than the package size limit of \d+ bytes/);
+    const many = tarGz([...packageEntries('iris'), ...Array.from({ length: 10_000 }, (_, i) => ({ name: `f/${i}`, data: '' }))]);
+    refused(await upload(gw, { name: 'many' }, 'many.tar.gz', many), 400, 'IG.400.BadPackage', /many\.tar\.gz: holds more than 10000 files and folders; a package holds at most 10000/);
   });
 
   describe('bad packages are refused with 400 naming the file and what is wrong', () => {

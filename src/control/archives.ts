@@ -21,36 +21,78 @@ function checkEntryPath(name: string, archive: string): string {
   return parts.join('/');
 }
 
+/** A package holds at most this many files and folders (each is a file written in the data dir). */
+export const MAX_ENTRIES = 10_000;
+
+/** Compressed bytes handed to the unpacker at a time: what one synchronous inflate step may grow from. */
+const STEP_BYTES = 16 * 1024;
+
+/**
+ * The archive as a stream of small pieces, one per turn of the event loop: node-tar inflates
+ * each write synchronously, so a whole archive written at once would be inflated in one go on the
+ * main thread (a 6 MB bomb to gigabytes) before any entry could be checked.
+ */
+function piecewise(bytes: Uint8Array): Readable {
+  let at = 0;
+  return new Readable({
+    highWaterMark: STEP_BYTES,
+    read() {
+      setImmediate(() => {
+        if (at >= bytes.length) {
+          this.push(null);
+          return;
+        }
+        const end = Math.min(at + STEP_BYTES, bytes.length);
+        this.push(Buffer.from(bytes.buffer, bytes.byteOffset + at, end - at));
+        at = end;
+      });
+    },
+  });
+}
+
+const tooMany = (archive: string): PackageError => new PackageError(`${archive}: holds more than ${MAX_ENTRIES} files and folders; a package holds at most ${MAX_ENTRIES}`);
+
 export async function extractTarGz(bytes: Uint8Array, dest: string, limitBytes: number, archive: string): Promise<void> {
   let total = 0;
-  const problems: string[] = [];
-  // First pass: list and check every entry; nothing is written unless all are fine.
-  await pipeline(Readable.from([Buffer.from(bytes)]), tar.t({
+  let entries = 0;
+  // First pass: list and check every entry; nothing is written unless all are fine. The first
+  // problem stops the reading (the rest of a bomb is never inflated).
+  const source = piecewise(bytes);
+  await pipeline(source, tar.t({
     onReadEntry: (entry) => {
       try {
         if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'Directory') {
           throw new PackageError(`${archive}: entry '${entry.path}' is a ${entry.type === 'SymbolicLink' || entry.type === 'Link' ? 'link' : entry.type}; packages may hold only files and folders`);
         }
         checkEntryPath(entry.path, archive);
+        if (++entries > MAX_ENTRIES) throw tooMany(archive);
         total += entry.size ?? 0;
         if (total > limitBytes) throw new PackageError(`${archive}: unpacks to more than the package size limit of ${limitBytes} bytes`);
       } catch (err) {
-        problems.push((err as Error).message);
+        source.destroy(err as Error);
+        return;
       }
       entry.resume();
     },
   })).catch((err: Error) => {
+    if (err instanceof PackageError) throw err;
     throw new PackageError(`${archive}: not a readable .tar.gz archive: ${err.message}`);
   });
-  if (problems.length) throw new PackageError(problems[0]!);
   await mkdir(dest, { recursive: true });
-  await pipeline(Readable.from([Buffer.from(bytes)]), tar.x({ cwd: dest, strict: true, preservePaths: false }));
+  await pipeline(piecewise(bytes), tar.x({ cwd: dest, strict: true, preservePaths: false })).catch((err: NodeJS.ErrnoException) => {
+    // Entries checked above can still clash on disk (a file 'x', then 'x/y').
+    throw new PackageError(`${archive}: could not be unpacked: ${err.code === 'EEXIST' || err.code === 'ENOTDIR' ? `entry '${path.relative(dest, err.path ?? '')}' clashes with another entry of the same name` : err.message}`);
+  });
 }
 
 export async function extractZip(bytes: Uint8Array, dest: string, limitBytes: number, archive: string): Promise<void> {
   const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
     yauzl.fromBuffer(Buffer.from(bytes), { lazyEntries: true, validateEntrySizes: true }, (err, z) => (err ? reject(new PackageError(`${archive}: not a readable .zip archive: ${err.message}`)) : resolve(z!))),
   );
+  if (zip.entryCount > MAX_ENTRIES) {
+    zip.close();
+    throw tooMany(archive);
+  }
   await mkdir(dest, { recursive: true });
   let total = 0;
   await new Promise<void>((resolve, reject) => {

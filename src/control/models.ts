@@ -43,7 +43,8 @@ interface VersionRow { id: string; model_id: string; version: string; descriptio
 interface ModelRow { id: string; project_id: string; name: string; description: string; created_at: number }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
-const VERSION = /^[A-Za-z0-9._-]{1,64}$/;
+/** Starts with a letter or digit: a version is a folder name, and '.' or '..' would name another folder. */
+const VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Says which service uses a model version, if any (a version in use cannot be deleted). */
 export type UsageCheck = (projectId: string, model: string, version: string) => string | null;
@@ -127,8 +128,27 @@ export class ModelRegistry {
 
   private async commit(meta: ImportMeta, root: string, scratch: string, skipIfKnown: boolean): Promise<ModelVersionView> {
     if (!NAME.test(meta.name)) throw new PackageError(`model name '${meta.name}' must be 1–64 of A-Za-z0-9_-`);
-    if (meta.version !== undefined && !VERSION.test(meta.version)) throw new PackageError(`version '${meta.version}' must be 1–64 of A-Za-z0-9._-`);
+    if (meta.version !== undefined && !VERSION.test(meta.version)) throw new PackageError(`version '${meta.version}' must be 1–64 of A-Za-z0-9._-, starting with a letter or digit`);
     const pkg = await readPackage(root, meta.name);
+    // One import of a model at a time: two racing for one version would each see it free, and the
+    // files of one would end up under the other's row.
+    return this.oneAtATime(`${meta.projectId}/${meta.name}`, () => this.store(meta, pkg, root, scratch, skipIfKnown));
+  }
+
+  private readonly importing = new Map<string, Promise<unknown>>();
+
+  private async oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const before = this.importing.get(key) ?? Promise.resolve();
+    const mine = before.catch(() => undefined).then(work);
+    this.importing.set(key, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.importing.get(key) === mine) this.importing.delete(key);
+    }
+  }
+
+  private async store(meta: ImportMeta, pkg: Awaited<ReturnType<typeof readPackage>>, root: string, scratch: string, skipIfKnown: boolean): Promise<ModelVersionView> {
     const existing = this.modelRow(meta.name, meta.projectId);
     if (skipIfKnown && existing) {
       const same = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ? AND sha256 = ?').get(existing.id, pkg.sha256 || configSha(pkg)) as VersionRow | undefined;
@@ -142,6 +162,7 @@ export class ModelRegistry {
     // Folders are per model id: two projects may each have a model of one name.
     const modelId = existing?.id ?? randomUUID();
     const dir = path.join(this.modelsRoot, modelId, version);
+    if (path.dirname(dir) !== path.join(this.modelsRoot, modelId)) throw new PackageError(`version '${version}' does not name a folder of its own`);
     await mkdir(path.dirname(dir), { recursive: true });
     await rm(dir, { recursive: true, force: true });
     await rename(root === scratch ? scratch : root, dir);
@@ -246,7 +267,14 @@ export class ModelRegistry {
     if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${version}' is used by service '${user}'; remove it from the service first`);
     this.db.prepare('DELETE FROM model_versions WHERE id = ?').run(v.id);
     this.eventLog.record('model', v.model_id, 'Normal', `Model ${name} version ${version} deleted.`);
-    await rm(v.dir, { recursive: true, force: true });
+    await this.removeVersionDir(v.dir);
+  }
+
+  /** A version's folder, only if it is one: models/<model>/<version> (never models/ itself or beyond). */
+  private async removeVersionDir(dir: string): Promise<void> {
+    const resolved = path.resolve(dir);
+    if (path.dirname(path.dirname(resolved)) !== path.resolve(this.modelsRoot)) return;
+    await rm(resolved, { recursive: true, force: true });
   }
 
   async deleteModel(projectId: string, name: string): Promise<void> {
@@ -261,7 +289,7 @@ export class ModelRegistry {
       this.db.prepare('DELETE FROM models WHERE id = ?').run(m.id);
     })();
     for (const v of versions) {
-      await rm(v.dir, { recursive: true, force: true });
+      await this.removeVersionDir(v.dir);
       // The model folder goes with its last version (legacy folders named by model may hold others).
       await rmdir(path.dirname(v.dir)).catch(() => undefined);
     }
