@@ -117,6 +117,22 @@ describe('authentication and access', () => {
     test('another issuer', async () => unauthorized(await infer(await forge({ sub: users['caller']!.id }, (j) => j.setIssuer('someone-else'))), /the token's issuer 'someone-else' is not trusted here/));
     test('a user that does not exist', async () => unauthorized(await infer(await forge({ sub: randomUUID() })), /names a user that does not exist/));
     test('a refresh token used as an access token', async () => unauthorized(await infer(users['caller']!.refresh), /not an access token/));
+    test('the last active platform admin cannot be deactivated, demoted or removed (409 LastAdmin)', async () => {
+      const admin = ((await api(gw, 'GET', '/v1/users')).json.users as { id: string; username: string }[]).find((u) => u.username === 'admin')!;
+      const defaultId = ((await api(gw, 'GET', '/v1/projects')).json.projects as { id: string; name: string }[]).find((p) => p.name === 'default')!.id;
+      const tries = [
+        await api(gw, 'POST', `/v1/users/${admin.id}/deactivate`),
+        await api(gw, 'POST', `/v1/projects/${defaultId}/members`, { user_id: admin.id, role: 'viewer' }),
+        await api(gw, 'DELETE', `/v1/projects/${defaultId}/members/${admin.id}`),
+      ];
+      for (const a of tries) {
+        assert.equal(a.status, 409, a.text);
+        assert.equal(a.json.error_code, 'IG.409.LastAdmin');
+        assert.match(a.json.error_msg, /user 'admin' is the last active platform admin \(admin of 'default'\) and cannot be (deactivated|made viewer|removed from the project); make another user admin of 'default' first/);
+      }
+      assert.equal((await api(gw, 'GET', '/v1/users')).status, 200, 'the admin still works');
+    });
+
     test('a deactivated user, at once; active again after activation', async () => {
       assert.equal((await infer(users['leaver']!.token)).status, 200, 'cached before deactivation');
       assert.equal((await api(gw, 'POST', `/v1/users/${users['leaver']!.id}/deactivate`)).status, 200);

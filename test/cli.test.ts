@@ -68,6 +68,13 @@ describe('the CLI against a running gateway', () => {
     const usage = await cli(gw, 'model', 'import');
     assert.equal(usage.code, 1);
     assert.match(usage.stderr, /usage: infergate model import <path> --name NAME/);
+    // Names are path segments: one that reads as a path does not reach another resource.
+    const sneaky = await cli(gw, 'model', 'delete', 'nothing', '--version', '../../../services/anything');
+    assert.equal(sneaky.code, 1);
+    assert.match(sneaky.stderr, /model 'nothing' does not exist/);
+    const dots = await cli(gw, 'model', 'delete', 'nothing', '--version', '..');
+    assert.equal(dots.code, 1);
+    assert.match(dots.stderr, /'\.\.' is not a name or version/);
   });
 });
 

@@ -92,6 +92,18 @@ describe('services: lifecycle, statuses, traffic split', () => {
     const unknown = await api(gw, 'POST', '/v1/services', { name: 'w', versions: [{ model: 'fraud', version: '9.9.9' }] });
     assert.equal(unknown.status, 404);
     assert.match(unknown.json.error_msg, /model 'fraud' has no version '9.9.9'/);
+    // Bounds one caller may not pass: the host's memory and threads, and a deploy timer that fits.
+    const bounds: [Record<string, unknown>, RegExp][] = [
+      [{ versions: [{ model: 'fraud', version: '1.0.0', instances: 2000 }] }, /versions\[0\]\.instances must be an integer from 1 to 128, got 2000/],
+      [{ versions: [{ model: 'fraud', version: '1.0.0', intra_op_threads: 500 }] }, /versions\[0\]\.intra_op_threads must be an integer from 1 to 64, got 500/],
+      [{ versions: [{ model: 'fraud', version: '1.0.0' }], timeout_minutes: 40000 }, /'timeout_minutes' must be a positive number of minutes, at most 10080 \(a week\), got 40000/],
+    ];
+    for (const [body, msg] of bounds) {
+      const a = await api(gw, 'POST', '/v1/services', { name: 'w', ...body });
+      assert.equal(a.status, 400, a.text);
+      assert.equal(a.json.error_code, 'IG.400.BadSpec');
+      assert.match(a.json.error_msg, msg);
+    }
     const badName = await api(gw, 'POST', '/v1/services', { name: 'bad name', versions: [{ model: 'fraud' }] });
     assert.equal(badName.status, 400);
     const missing = await api(gw, 'POST', '/v1/services/nope/start');

@@ -102,6 +102,7 @@ export class Identity {
 
   setActive(userId: string, active: boolean): void {
     this.user(userId);
+    if (!active) this.keepAnAdmin(userId, 'deactivated');
     this.db.prepare('UPDATE users SET active = ? WHERE id = ?').run(active ? 1 : 0, userId);
     this.active.set(userId, active);
   }
@@ -128,13 +129,23 @@ export class Identity {
     if (typeof userId !== 'string') throw new GatewayError(400, 'BadSpec', `'user_id' must be a user id`);
     if (typeof role !== 'string' || !ROLES.includes(role as Role)) throw new GatewayError(400, 'BadSpec', `'role' must be one of ${ROLES.join(', ')}`);
     this.user(userId);
+    if (projectId === this.defaultProjectId && role !== 'admin') this.keepAnAdmin(userId, `made ${role as string}`);
     this.db.prepare('INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role').run(projectId, userId, role);
     this.setRoleInMemory(projectId, userId, role as Role);
   }
 
   removeMember(projectId: string, userId: string): void {
+    if (projectId === this.defaultProjectId) this.keepAnAdmin(userId, 'removed from the project');
     this.db.prepare('DELETE FROM members WHERE project_id = ? AND user_id = ?').run(projectId, userId);
     this.roles.get(projectId)?.delete(userId);
+  }
+
+  /** Refuses a change that would leave no active platform admin: nobody could manage users or undo it. */
+  private keepAnAdmin(userId: string, change: string): void {
+    const admins = this.db.prepare("SELECT u.id FROM members m JOIN users u ON u.id = m.user_id WHERE m.project_id = ? AND m.role = 'admin' AND u.active = 1").all(this.defaultProjectId) as { id: string }[];
+    if (admins.length === 1 && admins[0]!.id === userId) {
+      throw new GatewayError(409, 'LastAdmin', `user '${this.user(userId).username}' is the last active platform admin (admin of 'default') and cannot be ${change}; make another user admin of 'default' first`);
+    }
   }
 
   /** A new API key; only its hash is stored, so it is shown this once. */

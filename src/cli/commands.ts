@@ -4,6 +4,12 @@ import { parseArgs } from 'node:util';
 import * as tar from 'tar';
 import { GatewayClient } from './client.js';
 
+/** One path segment from a name the user typed: encoded, and never '.' or '..' (which a URL resolves away). */
+function segment(s: string): string {
+  if (s === '.' || s === '..') throw new Error(`'${s}' is not a name or version`);
+  return encodeURIComponent(s);
+}
+
 /** `infergate model …`, `infergate service …`, `infergate predict …`: thin clients of the running gateway's API. */
 
 const common = { url: { type: 'string' as const }, token: { type: 'string' as const }, help: { type: 'boolean' as const, short: 'h' } };
@@ -62,7 +68,7 @@ export async function modelCommand(argv: string[]): Promise<void> {
     case 'delete': {
       const name = positionals[0];
       if (!name) throw new Error('usage: infergate model delete NAME [--version V]');
-      await api.request('DELETE', values.version ? `/v1/models/${name}/versions/${values.version}` : `/v1/models/${name}`);
+      await api.request('DELETE', values.version ? `/v1/models/${segment(name)}/versions/${segment(values.version)}` : `/v1/models/${segment(name)}`);
       return out(`deleted ${name}${values.version ? ` version ${values.version}` : ''}`);
     }
     default:
@@ -111,11 +117,11 @@ export async function serviceCommand(argv: string[]): Promise<void> {
       const id = positionals[0];
       if (!id) throw new Error(`usage: infergate service ${sub} ID_OR_NAME`);
       if (sub === 'delete') {
-        await api.request('DELETE', `/v1/services/${id}`);
+        await api.request('DELETE', `/v1/services/${segment(id)}`);
         out(`service ${id} is being deleted`);
         return;
       }
-      const s = await api.request('POST', `/v1/services/${id}/${sub}`);
+      const s = await api.request('POST', `/v1/services/${segment(id)}/${sub}`);
       out(`service ${s.name} is ${s.status}`);
       if (values.wait) await waitFor(api, s.id, sub === 'stop' ? ['stopped'] : ['running', 'failed']);
       return;
@@ -142,13 +148,13 @@ function deployBody(v: { name?: string; model?: string[]; weight?: string[]; ins
 async function waitFor(api: GatewayClient, id: string, final: string[]): Promise<void> {
   let last = '';
   for (;;) {
-    const s = await api.request('GET', `/v1/services/${id}`);
+    const s = await api.request('GET', `/v1/services/${segment(id)}`);
     const status = s.status + (s.updating ? ' (updating)' : '');
     if (status !== last) process.stderr.write(`  ${new Date().toISOString()} ${s.name}: ${status}\n`);
     last = status;
     if (final.includes(s.status) && !s.updating) {
       if (s.status === 'failed') {
-        const { events } = await api.request('GET', `/v1/services/${id}/events`);
+        const { events } = await api.request('GET', `/v1/services/${segment(id)}/events`);
         throw new Error(`service ${s.name} failed: ${events.at(-1)?.message ?? 'see its events'}`);
       }
       return;
@@ -166,6 +172,6 @@ export async function predictCommand(argv: string[]): Promise<void> {
   const service = positionals[0];
   if (!service || !values.data) throw new Error(`usage: ${PREDICT_HELP.split('\n')[0]}`);
   const body = readFileSync(values.data, 'utf8');
-  const answer = await client(values).request('POST', `/v1/infers/${encodeURIComponent(service)}`, body, { 'content-type': values['content-type'] ?? 'application/json' });
+  const answer = await client(values).request('POST', `/v1/infers/${segment(service)}`, body, { 'content-type': values['content-type'] ?? 'application/json' });
   out(typeof answer === 'string' ? answer : JSON.stringify(answer, null, 2));
 }

@@ -305,6 +305,8 @@ export class ServiceManager {
         this.event(id, 'Abnormal', `Failed to restart the service; it keeps its running instances. Error: ${msg}`);
         return;
       }
+      // Deleted meanwhile: nothing is published for it (a failed one would linger in the routing table under its name).
+      if (!this.stillWanted(id)) return;
       this.setStatus(id, 'failed');
       this.publish(this.service(row, 'failed', spec, []));
       this.event(id, 'Abnormal', timedOut ? `Service deployment timed out. Error: ${msg}` : `Failed to deploy the service. Error: ${msg}`);

@@ -127,11 +127,19 @@ export type LatestVersion = (model: string) => string;
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function int(v: unknown, where: string, min: number, dflt: number): number {
+function int(v: unknown, where: string, min: number, dflt: number, max = Number.MAX_SAFE_INTEGER): number {
   if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw badRequest(`${where} must be an integer ≥ ${min}, got ${JSON.stringify(v)}`, 'BadSpec');
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw badRequest(`${where} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(v)}`, 'BadSpec');
+  }
   return v;
 }
+
+/** Per version: one caller may not take the host's memory (an ONNX instance is ~10 MB and up) or threads. */
+const MAX_INSTANCES = 128;
+const MAX_INTRA_OP_THREADS = 64;
+/** A week: the deploy timer must fit setTimeout (past 2^31 ms it fires at once). */
+const MAX_TIMEOUT_MINUTES = 7 * 24 * 60;
 
 function provider(v: unknown, where: string): Provider | undefined {
   if (v === undefined) return undefined;
@@ -164,9 +172,9 @@ function versionSpec(raw: unknown, i: number, single: boolean, latest: LatestVer
     model,
     version,
     weight,
-    instances: int(raw['instances'], `${at}.instances`, 1, 1),
+    instances: int(raw['instances'], `${at}.instances`, 1, 1, MAX_INSTANCES),
     provider: provider(raw['provider'], `${at}.provider`) ?? 'cpu',
-    intra_op_threads: int(raw['intra_op_threads'], `${at}.intra_op_threads`, 1, 1),
+    intra_op_threads: int(raw['intra_op_threads'], `${at}.intra_op_threads`, 1, 1, MAX_INTRA_OP_THREADS),
   };
   const fallback = provider(raw['provider_fallback'], `${at}.provider_fallback`);
   if (fallback) out.provider_fallback = fallback;
@@ -197,7 +205,7 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   const description = body['description'] ?? base?.description ?? '';
   if (typeof description !== 'string') throw badRequest(`'description' must be a string`, 'BadSpec');
   const timeout = body['timeout_minutes'] ?? base?.timeout_minutes ?? 20;
-  if (typeof timeout !== 'number' || !(timeout > 0)) throw badRequest(`'timeout_minutes' must be a positive number`, 'BadSpec');
+  if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_TIMEOUT_MINUTES) throw badRequest(`'timeout_minutes' must be a positive number of minutes, at most ${MAX_TIMEOUT_MINUTES} (a week), got ${JSON.stringify(timeout)}`, 'BadSpec');
   const limit = body['traffic_limit'] === undefined ? (base?.traffic_limit ?? null) : body['traffic_limit'];
   if (limit !== null && (typeof limit !== 'number' || !(limit > 0))) throw badRequest(`'traffic_limit' must be a positive number of requests per second, or null for none`, 'BadSpec');
   const rules = rulesOf(body['rules'] === undefined ? base?.rules : body['rules'], versions);
