@@ -535,7 +535,8 @@ export function ruleInput(service: Service, p: Principal | null, headers: Record
 }
 
 export function overLimit(name: string, rate: number, waitSeconds: number): GatewayError {
-  const after = Math.max(1, Math.ceil(waitSeconds));
+  // Whole seconds, as Retry-After takes them (a limit of 1e-9 requests/s would otherwise say 1e+9 in exponent form).
+  const after = Math.min(86_400, Math.max(1, Math.ceil(waitSeconds)));
   return new GatewayError(429, 'TrafficLimit', `service '${name}' is over its traffic limit of ${rate} requests/s; retry after ${after} s`, { 'Retry-After': String(after) });
 }
 
