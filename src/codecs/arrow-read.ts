@@ -1,7 +1,7 @@
 import { DataType, Precision, Type, makeVector, type Data, type Vector } from 'apache-arrow';
 import { badRequest } from '../errors.js';
 import type { ElementType, TypedData } from '../runtime/onnx/tensor.js';
-import { F16_OVERFLOW, F32_OVERFLOW, fromHalf, INT_RANGE, toHalf, tooLarge } from './values.js';
+import { F16_OVERFLOW, F32_OVERFLOW, fromHalf, INT_RANGE, toHalf, outOfFloatRange } from './values.js';
 
 /**
  * Arrow column values → tensor storage. Numeric leaves are copied by typed-array copies
@@ -128,7 +128,7 @@ export function copyLeaf(leaf: Data, kind: LeafKind, start: number, count: numbe
       if (type === 'float32' && src instanceof Float64Array) {
         for (let i = start; i < end; i++) {
           const x = src[i]!;
-          if (x >= F32_OVERFLOW ? x !== Infinity : x <= -F32_OVERFLOW && x !== -Infinity) tooLarge(where(i), 'float32', x);
+          if (x - x === 0 && (x >= F32_OVERFLOW || x <= -F32_OVERFLOW)) outOfFloatRange(where(i), 'float32', x);
         }
       }
       return;
@@ -141,7 +141,7 @@ export function copyLeaf(leaf: Data, kind: LeafKind, start: number, count: numbe
         for (let i = start, k = outOff; i < end; i++, k += stride) {
           const x = Number((src as Float64Array)[i]!);
           // Finite values too large for float16 would reach the model as Infinity.
-          if (x - x === 0 && (x >= F16_OVERFLOW || x <= -F16_OVERFLOW)) tooLarge(where(i), 'float16', x);
+          if (x - x === 0 && (x >= F16_OVERFLOW || x <= -F16_OVERFLOW)) outOfFloatRange(where(i), 'float16', x);
           o[k] = toHalf(x);
         }
       }

@@ -64,7 +64,7 @@ export const F32_OVERFLOW = 3.4028235677973366e38;
 export const F16_OVERFLOW = 65520;
 
 /** A finite number too large for the element type: refused, naming the range. */
-export function tooLarge(where: string, type: 'float32' | 'float16', v: number): never {
+export function outOfFloatRange(where: string, type: 'float32' | 'float16', v: number): never {
   const max = type === 'float32' ? '3.4028235e38' : '65504';
   throw badRequest(`${where}: ${v} is out of range for ${type} (at most ±${max}; it would become Infinity)`, 'WrongType');
 }
@@ -75,12 +75,12 @@ export function putValue(out: TensorValues, i: number, type: ElementType, v: unk
     case 'float32':
     case 'float64':
       if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
-      if (type === 'float32' && (v >= F32_OVERFLOW || v <= -F32_OVERFLOW)) tooLarge(where, type, v);
+      if (type === 'float32' && (v >= F32_OVERFLOW || v <= -F32_OVERFLOW)) outOfFloatRange(where, type, v);
       (out as Float32Array)[i] = v;
       return;
     case 'float16':
       if (typeof v !== 'number' || v - v !== 0) wrong(where, type, v);
-      if (v >= F16_OVERFLOW || v <= -F16_OVERFLOW) tooLarge(where, type, v);
+      if (v >= F16_OVERFLOW || v <= -F16_OVERFLOW) outOfFloatRange(where, type, v);
       (out as Uint16Array)[i] = toHalf(v);
       return;
     case 'string':
@@ -190,7 +190,7 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
       const x = v[i];
       // x - x is NaN for ±Infinity (JSON's 1e999): a finite number is expected.
       if (typeof x !== 'number' || x - x !== 0) wrong(`${where}[${i}]`, type, x);
-      if (x >= limit || x <= -limit) tooLarge(`${where}[${i}]`, 'float32', x);
+      if (x >= limit || x <= -limit) outOfFloatRange(`${where}[${i}]`, 'float32', x);
       arr[offset + i] = x;
     }
     return offset + want;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { expandArgs, type LaunchContext, type LaunchedInstance, type Launcher } from './launchers.js';
 import { deadline } from './deadline.js';
-import { OutputTail } from './output.js';
+import { lastOutput, OutputTail } from './output.js';
 
 /** Where the Docker Engine API answers: DOCKER_HOST (unix:// or tcp://), else the standard socket. */
 export function dockerEndpoint(): { socketPath?: string; host?: string; port?: number; shown: string } {
@@ -204,8 +204,7 @@ export class DockerLauncher implements Launcher {
       if (!bound && info.State && !info.State.Running) {
         const output = new OutputTail();
         await within(readLogs(id, false, (t) => output.push(t)).ended, 5000);
-        const last = output.text().trimEnd().split('\n').slice(-5).join('\n').slice(-800);
-        throw new Error(`container ${name} exited with code ${info.State.ExitCode ?? '?'} as it started${info.State.Error ? ` (${info.State.Error})` : ''}${last ? `; its last output:\n${last}` : ''}`);
+        throw new Error(`container ${name} exited with code ${info.State.ExitCode ?? '?'} as it started${info.State.Error ? ` (${info.State.Error})` : ''}${lastOutput(output.text())}`);
       }
       if (!bound) throw new Error(`Docker published no host port for ${port}/tcp of container ${name}`);
     } catch (err) {

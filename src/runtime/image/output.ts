@@ -23,3 +23,9 @@ export class OutputTail {
     return (lines[lines.length - 1] ?? '').slice(0, 300);
   }
 }
+
+/** The last lines of an instance's output, for an event saying why it failed: `; its last output:\n…`, or '' when it wrote nothing. */
+export function lastOutput(text: string): string {
+  const last = text.trimEnd().split('\n').slice(-5).join('\n').slice(-800);
+  return last ? `; its last output:\n${last}` : '';
+}

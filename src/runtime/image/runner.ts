@@ -4,6 +4,7 @@ import { Balancer, Upstream } from './balancer.js';
 import type { HealthConfig, ImageConfig } from './config.js';
 import { probe, startupProbe } from './health.js';
 import { launcherFor, type LaunchedInstance, type Launcher } from './launchers.js';
+import { lastOutput } from './output.js';
 
 export interface ImageVersionOptions {
   /** "service s (model@version)", used in events. */
@@ -160,8 +161,7 @@ export class ImageRunner {
     const why = await this.firstHealthy(inst);
     if (why !== null) {
       await inst.stop(STOP_GRACE_MS);
-      const last = inst.logs().trimEnd().split('\n').slice(-5).join('\n').slice(-800);
-      throw new Error(`instance ${slot.index} of ${this.opts.label} ${why}${last ? `; its last output:\n${last}` : ''}`);
+      throw new Error(`instance ${slot.index} of ${this.opts.label} ${why}${lastOutput(inst.logs())}`);
     }
     slot.upstream = new Upstream(String(slot.index), inst.host, inst.port);
     slot.status = 'running';
