@@ -21,8 +21,8 @@ function checkEntryPath(name: string, archive: string): string {
   return parts.join('/');
 }
 
-/** A package holds at most this many files and folders (each is a file written in the data dir). */
-export const MAX_ENTRIES = 10_000;
+/** A package holds at most this many files and folders (each is written in the data dir): room for an image model's node_modules or Python environment. */
+export const MAX_ENTRIES = 100_000;
 
 /** Compressed bytes handed to the unpacker at a time: what one synchronous inflate step may grow from. */
 const STEP_BYTES = 16 * 1024;

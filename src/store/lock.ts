@@ -14,26 +14,43 @@ const OWNER = 'gateway.owner';
  * goes when its process dies, however it dies. `gateway.owner` only says who holds it. Returns
  * its release.
  */
+/** Held locks: referenced here so that no garbage collection can close one (and free the data dir) early. */
+const held = new Set<Database.Database>();
+
 export function lockDataDir(dataDir: string): () => void {
-  const db = new Database(path.join(dataDir, LOCK));
+  const file = path.join(dataDir, LOCK);
+  let db: Database.Database;
+  try {
+    db = new Database(file);
+  } catch (err) {
+    throw new Error(`cannot lock the data dir ${dataDir} (${file}): ${(err as Error).message}`);
+  }
   try {
     db.pragma('busy_timeout = 0');
     db.exec('BEGIN EXCLUSIVE');
   } catch (err) {
     db.close();
-    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw new Error(`cannot lock the data dir ${dataDir} (${file}): ${(err as Error).message}`);
     let owner = '';
     try {
       owner = readFileSync(path.join(dataDir, OWNER), 'utf8').trim();
     } catch { /* not written yet */ }
     throw new Error(`the data dir ${dataDir} is in use by another gateway${owner ? ` (${owner})` : ''}; stop it first, or give this one its own --data-dir`);
   }
-  writeFileSync(path.join(dataDir, OWNER), `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`);
+  held.add(db);
   let released = false;
-  return () => {
+  const release = (): void => {
     if (released) return;
     released = true;
+    held.delete(db);
     db.exec('ROLLBACK');
     db.close();
   };
+  try {
+    writeFileSync(path.join(dataDir, OWNER), `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`);
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return release;
 }

@@ -10,6 +10,27 @@ import v8 from 'node:v8';
 // Rules' `matches` patterns compile with the 'l' flag (V8's linear-time engine), which needs this.
 v8.setFlagsFromString('--enable-experimental-regexp-engine');
 
+/** What a pattern needs the 'u' flag for: Unicode property classes, code point escapes, characters past the BMP. */
+const UNICODE_ONLY = /\\[pP]\{|\\u\{|[\u{10000}-\u{10FFFF}]/u;
+
+/**
+ * A whole-string matcher for a rule's `matches` pattern, read with the 'u' flag as rules always
+ * were. Where V8's linear-time engine can run it (most patterns: classes, anchors, alternation,
+ * groups, counts up to 16), it runs there, so no header a caller sends can make it backtrack for
+ * seconds ('(a|a)*b' against 30 a's); the rest (backreferences, lookarounds, larger counts,
+ * Unicode classes) run as ordinary JavaScript regular expressions.
+ */
+function matcher(pattern: string): RegExp {
+  const source = `^(?:${pattern})$`;
+  const checked = new RegExp(source, 'u');
+  if (UNICODE_ONLY.test(pattern)) return checked;
+  try {
+    return new RegExp(source, 'l');
+  } catch {
+    return checked;
+  }
+}
+
 export const BUILTIN_VARIABLES = ['DOMAIN_NAME', 'DOMAIN_ID', 'PROJECT_NAME', 'PROJECT_ID', 'USER_NAME', 'USER_ID'] as const;
 export type BuiltinVariable = (typeof BUILTIN_VARIABLES)[number];
 
@@ -149,16 +170,9 @@ class Parser {
       if (pat.kind !== 'str') this.fail(pat, "a quoted regular expression after 'matches'");
       let re: RegExp;
       try {
-        new RegExp(pat.value as string);
+        re = matcher(pat.value as string);
       } catch (err) {
         throw new RuleSyntaxError(`invalid regular expression: ${(err as Error).message}`, pat.pos);
-      }
-      try {
-        // V8's linear-time engine: a header a caller sends cannot make a pattern backtrack for
-        // seconds ('(a|a)*b' against 30 a's), stalling every request of the gateway.
-        re = new RegExp(`^(?:${pat.value as string})$`, 'l');
-      } catch {
-        throw new RuleSyntaxError(`the regular expression '${pat.value as string}' cannot be matched in linear time (backreferences, lookarounds and the like are not taken in rules)`, pat.pos);
       }
       return (x) => {
         const v = left(x);
