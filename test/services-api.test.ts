@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { cpSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, tempDir, until, waitForService, type RunningGateway } from './helpers/gateway.js';
 
@@ -256,6 +257,30 @@ describe('durability: kill -9 and restart', () => {
       assert.deepEqual(services.map((s: { id: string; name: string }) => [s.id, s.name]), first.services.map((s: { id: string; name: string }) => [s.id, s.name]));
       assert.deepEqual(services.map((s: { name: string }) => s.name).sort(), ['ccfraud', 'credit-risk', 'declared', 'iris', 'iris-server', 'ocr-direction', 'vad']);
       assert.equal((await infer(again, 'declared')).status, 200);
+    } finally {
+      await again.stop();
+    }
+  });
+
+  test('a stored rule that no longer compiles fails its service at restart, saying which rule, and starts nothing', async () => {
+    const gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });
+    await importVersions(gw, 'fraud', ['1.0.0']);
+    const created = await api(gw, 'POST', '/v1/services', { name: 'ruled', auth: 'none', versions: [{ model: 'fraud', version: '1.0.0' }], rules: [{ condition: "#HEADER_tier == 'gold'", version: '1.0.0' }] });
+    assert.equal(created.status, 202, created.text);
+    await waitForService(gw, 'ruled', 'running');
+    await gw.stop();
+    // As an older release could have stored it (the check at create time has changed since).
+    const db = new Database(path.join(gw.dataDir, 'infergate.db'));
+    const row = db.prepare("SELECT id, spec, stable_spec FROM services WHERE name = 'ruled'").get() as { id: string; spec: string; stable_spec: string };
+    const broken = (text: string): string => text.replace("#HEADER_tier == 'gold'", "#HEADER_tier === 'gold'");
+    db.prepare('UPDATE services SET spec = ?, stable_spec = ? WHERE id = ?').run(broken(row.spec), broken(row.stable_spec), row.id);
+    db.close();
+    const again = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here'), dataDir: gw.dataDir });
+    try {
+      await waitForService(again, 'ruled', 'failed');
+      const events = (await api(again, 'GET', '/v1/services/ruled/events')).json.events.map((e: { message: string }) => e.message);
+      assert.ok(events.some((m: string) => /^Failed to deploy the service\. Error: rules\[0\]: unexpected character '=' at position 16/.test(m)), events.join('\n'));
+      assert.equal((await api(again, 'GET', '/v1/services/ruled/instances')).json.instances.length, 0);
     } finally {
       await again.stop();
     }

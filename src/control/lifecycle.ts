@@ -297,6 +297,7 @@ export class ServiceManager {
     const before = this.live.get(id);
     let versions: ServiceVersion[];
     try {
+      checkRules(spec);
       versions = await this.startVersions(row, spec, new Map());
     } catch (err) {
       const timedOut = err instanceof DeployTimeout;
@@ -330,6 +331,7 @@ export class ServiceManager {
     const reusable = new Map((before?.versions ?? []).map((v) => [v.key, v]));
     let versions: ServiceVersion[];
     try {
+      checkRules(spec);
       versions = await this.startVersions(row, spec, reusable);
     } catch (err) {
       this.setRow(id, { spec: JSON.stringify(stable), description: stable.description });
@@ -583,6 +585,21 @@ export class ServiceManager {
 }
 
 /** Rules against the versions now deployed (validated at create/update, so each version exists). */
+/**
+ * A stored spec's rules still compile (one from an older release may not): checked before any
+ * instance starts, so a refusal fails the deployment with its reason instead of leaving the
+ * service "running" with nothing routed to it.
+ */
+function checkRules(spec: ServiceSpec): void {
+  (spec.rules ?? []).forEach((r, i) => {
+    try {
+      parseCondition(r.condition);
+    } catch (err) {
+      throw new Error(`rules[${i}]: ${(err as Error).message}`);
+    }
+  });
+}
+
 function compileRules(rules: RuleSpec[], versions: ServiceVersion[]): CompiledRules | null {
   if (rules.length === 0) return null;
   return {
