@@ -373,6 +373,18 @@ describe('image models (SPEC §8.2)', () => {
     assert.ok(evs.some((m) => /^Failed to deploy the service\. Error: instance 0 of service knobs-exec-slow \(knobs-exec-slow@0\.0\.1\) failed its health check for [\d.]+ s after starting: health command did not finish within 0\.3 s/.test(m)), evs.join('\n'));
   });
 
+  test('a service deleted while its deployment fails is gone: its name is not left routed as failed', async () => {
+    const imported = await api(gw, 'POST', '/v1/models', { name: 'ghost', source: { path: knobsPackage({ image: { command: ['sleep', '30'] } }) } });
+    assert.equal(imported.status, 201, imported.text);
+    assert.equal((await api(gw, 'POST', '/v1/services', { name: 'ghost', auth: 'none', versions: [{ model: 'ghost' }] })).status, 202);
+    assert.equal((await api(gw, 'DELETE', '/v1/services/ghost')).status, 202);
+    // The row goes after the deployment's own step (which fails: the instance never answers its health check).
+    await until('the service to be deleted', async () => (await api(gw, 'GET', '/v1/services/ghost')).status === 404, 20_000);
+    const a = await postJson(`${gw.url}/v1/infers/ghost`, {});
+    assert.equal(a.status, 404, a.text);
+    assert.equal(a.json.error_code, 'IG.404.ServiceNotFound');
+  });
+
   test('failing at start is failed, with the reason and the instance\'s last output', async () => {
     await deploy(gw, 'knobs-nohealth', knobsPackage({ health: { check_method: 'HTTP', url: '/status?code=503', period_seconds: 0.1, failure_threshold: 2, timeout_seconds: 0.5 } }), {}, 'failed');
     const unhealthy = await events(gw, 'knobs-nohealth');
