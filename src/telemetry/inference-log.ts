@@ -232,15 +232,11 @@ export class ServiceLog {
     this.elapsed[2 * i] = 0;
     this.elapsed[2 * i + 1] = elapsedNs;
     // [u8 idLen][id][u8 flags][u16 typeLen][type][answer]
-    const id = Buffer.from(requestId.slice(0, MAX_ID), 'latin1');
     const type = Buffer.from(responseType.slice(0, 0xffff), 'latin1');
-    const size = 4 + id.length + type.length + answer.length;
+    const size = 4 + Math.min(requestId.length, MAX_ID) + type.length + answer.length;
     this.room(size);
     const b = this.scratch;
-    let p = 0;
-    b[p++] = id.length;
-    b.set(id, p);
-    p += id.length;
+    let p = writeId(b, 0, requestId);
     b[p++] = (request.over ? REQUEST_DROPPED : 0) | (response.over ? RESPONSE_DROPPED : 0);
     b[p++] = type.length & 0xff;
     b[p++] = type.length >>> 8;
@@ -354,12 +350,9 @@ export class ServiceLog {
 
   /** [u8 idLen][id][u8 outputs] then per output [u8 rank | 255 for text][i32 dims][u32 bytes][bytes], into scratch. */
   private packOutputs(requestId: string, result: InferResult | null, sig: ModelSignature, rows: number): number {
-    const idLen = Math.min(requestId.length, MAX_ID);
-    this.room(2 + idLen);
-    let p = 0;
+    this.room(2 + Math.min(requestId.length, MAX_ID));
     const s = this.scratch;
-    s[p++] = idLen;
-    for (let k = 0; k < idLen; k++) s[p++] = requestId.charCodeAt(k) & 0x7f;
+    let p = writeId(s, 0, requestId);
     const outputs = result ? result.outputs : [];
     s[p++] = outputs.length;
     for (let o = 0; o < outputs.length; o++) {
@@ -417,25 +410,24 @@ export class ServiceLog {
     if (sig === null) return this.renderExchange(seq, packed, body, contentType, src.by);
     const head = this.recordHead(seq, src.by);
     const shadows = this.shadows.get(seq);
-    const inputsOf = (d: Decoded): [string, string][] => d.request.inputs.map((t, k) => [sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]);
-    const noInputs = (): [string, string][] => [];
     // A body that failed to decode was answered with an error; the record says so without inputs.
-    let decoded: Decoded | Promise<Decoded>;
+    const inputsOf = (d: Decoded | null): [string, string][] => {
+      try {
+        return d ? d.request.inputs.map((t, k) => [sig.inputs[k]!.name, tensorJson(t, t.dims, 0)]) : [];
+      } catch {
+        return [];
+      }
+    };
+    let decoded: Decoded | Promise<Decoded> | null;
     try {
       decoded = contentType === MESSAGE_TEXT || contentType === MESSAGE_BINARY
         ? decodeMessage(parseMessage(body, contentType === MESSAGE_BINARY), contentType === MESSAGE_BINARY, sig)
         : decodeRequest(body, { contentType, inferenceHeaderLength: this.ihLength[i]! }, sig);
     } catch {
-      return this.renderTensors(head, packed, sig, src.by, noInputs(), shadows);
+      decoded = null;
     }
-    if (decoded instanceof Promise) return decoded.then(inputsOf, noInputs).then((inputs) => this.renderTensors(head, packed, sig, src.by, inputs, shadows));
-    let inputs: [string, string][];
-    try {
-      inputs = inputsOf(decoded);
-    } catch {
-      inputs = noInputs();
-    }
-    return this.renderTensors(head, packed, sig, src.by, inputs, shadows);
+    if (decoded instanceof Promise) return decoded.then(inputsOf, () => inputsOf(null)).then((inputs) => this.renderTensors(head, packed, sig, src.by, inputs, shadows));
+    return this.renderTensors(head, packed, sig, src.by, inputsOf(decoded), shadows);
   }
 
   private renderTensors(head: RecordHead, packed: Uint8Array, sig: ModelSignature, by: ServedBy, inputs: [string, string][], shadows: ShadowSlot | undefined): Rendered {
@@ -453,10 +445,8 @@ export class ServiceLog {
 
   /** An Image model's record: `in.body` and `out.body` are the bodies as JSON where they are JSON, else text or base64. */
   private renderExchange(seq: number, packed: Uint8Array, body: Uint8Array, contentType: string, by: ServedBy): Rendered {
-    let p = 0;
-    const idLen = packed[p++]!;
-    const requestId = Buffer.from(packed.subarray(p, p + idLen)).toString('latin1');
-    p += idLen;
+    const requestId = readId(packed);
+    let p = 1 + requestId.length;
     const flags = packed[p++]!;
     const typeLen = packed[p]! | (packed[p + 1]! << 8);
     p += 2;
@@ -533,13 +523,21 @@ function writeU32(b: Uint8Array, p: number, v: number): number {
   return p + 4;
 }
 
+/** A record's request id at the start of its packed bytes: [u8 length][ASCII], at most MAX_ID. */
+function writeId(b: Uint8Array, p: number, requestId: string): number {
+  const len = Math.min(requestId.length, MAX_ID);
+  b[p++] = len;
+  for (let k = 0; k < len; k++) b[p++] = requestId.charCodeAt(k) & 0x7f;
+  return p;
+}
+
+const readId = (b: Uint8Array): string => String.fromCharCode(...b.subarray(1, 1 + b[0]!));
+
 const readU32 = (b: Uint8Array, p: number): number => (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
 
 function unpackOutputs(b: Uint8Array, sig: ModelSignature): { requestId: string; outputs: [string, string][] } {
-  let p = 0;
-  const idLen = b[p++]!;
-  const requestId = String.fromCharCode(...b.subarray(p, p + idLen));
-  p += idLen;
+  const requestId = readId(b);
+  let p = 1 + requestId.length;
   const n = b[p++]!;
   const outputs: [string, string][] = [];
   for (let o = 0; o < n; o++) {
