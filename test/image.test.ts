@@ -424,6 +424,12 @@ describe('image models (SPEC §8.2)', () => {
     assert.ok(evs.some((m) => /failed its health check for [\d.]+ s after starting: health command exited with code 3/.test(m)), evs.join('\n'));
   });
 
+  test('the docker launcher: an image that cannot be pulled fails the deployment saying why', { skip: DOCKER_SKIP }, async () => {
+    await deploy(gw, 'docker-nopull', knobsPackage({ image: { image: 'infergate-test/no-such-image', port: 8080 } }), {}, 'failed');
+    const evs = await events(gw, 'docker-nopull');
+    assert.ok(evs.some((m) => /^Failed to deploy the service\. Error: .*Docker could not pull infergate-test\/no-such-image: ./.test(m)), evs.join('\n'));
+  });
+
   test('the docker launcher: a container that cannot start fails the deployment and is not left behind', { skip: DOCKER_SKIP }, async () => {
     await deploy(gw, 'docker-nocmd', dockerPackage({}, ['no-such-binary-here']), {}, 'failed');
     const evs = await events(gw, 'docker-nocmd');
