@@ -451,11 +451,16 @@ describe('error responses', () => {
       expectError(a, 404, 'IG.404.VersionNotFound', /service 'iris' has no version '9\.9\.9'/);
     });
 
-    for (const [method, path] of [['GET', '/v1/infers/iris'], ['PUT', '/v1/infers/iris'], ['DELETE', '/v2/models/iris/infer']] as const) {
-      test(`${method} ${path} → 405 MethodNotAllowed with Allow: POST`, async () => {
+    for (const [method, path, allow, use] of [
+      ['GET', '/v1/infers/iris', 'GET, POST', 'POST, or GET with Upgrade: websocket'],
+      ['PUT', '/v1/infers/iris/predict', 'GET, POST', 'POST, or GET with Upgrade: websocket'],
+      ['DELETE', '/v2/models/iris/infer', 'POST', 'POST'],
+      ['GET', '/ml/v4/deployments/iris/predictions', 'POST', 'POST'],
+    ] as const) {
+      test(`${method} ${path} → 405 MethodNotAllowed with Allow: ${allow}`, async () => {
         const a = await request(`${gw.url}${path}`, method === 'PUT' ? { method, body: '{}', headers: { 'content-type': 'application/json' } } : { method });
-        expectError(a, 405, 'IG.405.MethodNotAllowed', new RegExp(`${method} is not allowed on ${path.replace(/\//g, '\\/')}; use POST`));
-        assert.equal(a.headers.get('allow'), 'POST');
+        expectError(a, 405, 'IG.405.MethodNotAllowed', new RegExp(`^${method} is not allowed on ${path.replace(/\//g, '\\/')}; use ${use}$`));
+        assert.equal(a.headers.get('allow'), allow);
       });
     }
 

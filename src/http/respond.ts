@@ -52,8 +52,8 @@ export function jsonReply(status: number, value: unknown): Reply {
   return { status, contentType: 'application/json', body: JSON.stringify(value) };
 }
 
-/** 405 naming the methods the path takes (and in `Allow`). */
-export function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string): void {
-  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${allow}`, { Allow: allow });
+/** 405 naming the methods the path takes (in `Allow`) and, in the message, how to use them (`use`: the methods by default). */
+export function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string, use = allow): void {
+  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${use}`, { Allow: allow });
   writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(req.getMethod()));
 }

@@ -73,7 +73,9 @@ export class HttpServer {
     this.sockets.register(app, '/v1/infers/:service/*', true);
     for (const [pattern, svc, ver, api] of INFER_ROUTES) {
       app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver, api === true));
-      app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));
+      // The ModelArts paths take a WebSocket upgrade too, which is a GET.
+      if (pattern.startsWith('/v1/infers/')) app.any(pattern, (res, req) => methodNotAllowed(res, req, 'GET, POST', 'POST, or GET with Upgrade: websocket'));
+      else app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));
     }
     this.get('/healthz', () => jsonReply(200, { status: 'ok' }));
     this.get('/readyz', () => (this.isReady() ? jsonReply(200, { status: 'ready' }) : jsonReply(503, { status: opts.state.draining ? 'draining' : 'starting' })));
