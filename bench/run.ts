@@ -28,6 +28,7 @@ import { ARROW_ROWS, ARROW_STREAM, ccfraudTable, ccfraudValues, checkArrow, kill
 import { detectTool, killLoad, runLoad } from './load.js';
 import { MEMORY_CHECKS, memoryTable, type MemoryDeps, type MemoryResult } from './memory.js';
 import { aptInstall, onPath } from './tools.js';
+import { cpuBoundRate, CpuWindow, totalPerRequest, type CpuPerRequest } from './cpu.js';
 
 /** Repository root: this file runs as dist/bench/run.js. */
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -46,6 +47,8 @@ export interface ServerHandle {
   tail(): string;
   /** SIGTERM, wait for exit (SIGKILL after 10 s), then clean up */
   stop(): Promise<void>;
+  /** a proxy's upstream, whose CPU is counted beside the proxy's */
+  upstreamPid?: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -357,6 +360,7 @@ function behind(proxy: ServerHandle, up: ServerHandle): ServerHandle {
   return {
     pid: proxy.pid,
     port: proxy.port,
+    upstreamPid: up.pid,
     exited: proxy.exited,
     get dead() {
       return proxy.dead || up.dead;
@@ -702,6 +706,8 @@ function addedTable(rows: Measured[]): string[] {
 interface Measured {
   scenario: Scenario;
   result: Measurement;
+  /** CPU µs per request during the measured window (Linux) */
+  cpu: CpuPerRequest;
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -721,9 +727,15 @@ const fmt = {
 /** What a scenario's ratios compare: rows/s for scenarios that count rows, else requests/s. */
 const rate = (m: Measured): number => m.result.rps * (m.scenario.rowsPerRequest ?? 1);
 
+const us = (n: number | undefined): string => (n === undefined ? '-' : n.toFixed(1));
+
+function cpuText(c: CpuPerRequest): string {
+  return `server ${us(c.server)} µs (busiest thread ${us(c.serverThread)})${c.upstream !== undefined ? `, upstream ${us(c.upstream)}` : ''}${c.load !== undefined ? `, wrk ${us(c.load)}` : ''}`;
+}
+
 function table(rows: Measured[]): string[] {
-  const head = ['scenario', 'path', 'req/s', 'rows/s', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors'];
-  const body = rows.map(({ scenario: s, result: r }) => [
+  const head = ['scenario', 'path', 'req/s', 'rows/s', 'p50 ms', 'p99 ms', 'non-2xx', 'socket errors', 'CPU µs/req: server (busiest thread)', 'upstream', 'wrk'];
+  const body = rows.map(({ scenario: s, result: r, cpu }) => [
     s.name,
     s.path,
     fmt.rps(r.rps),
@@ -732,6 +744,9 @@ function table(rows: Measured[]): string[] {
     fmt.ms(r.p99_ms),
     String(r.non2xx),
     String(r.errors),
+    cpu.server === undefined ? '-' : `${us(cpu.server)} (${us(cpu.serverThread)})`,
+    us(cpu.upstream),
+    us(cpu.load),
   ]);
   return [
     `| ${head.join(' | ')} |`,
@@ -758,6 +773,34 @@ function ratios(rows: Measured[]): RatioLine[] {
   });
 }
 
+/**
+ * What the CPU columns say about each target: the ratio the numerator would reach at its present
+ * CPU per request were every core busy (threads alone cannot pass it), and the ratio its busiest
+ * thread allows on its own (where that is lower, that thread is the limit and the idle cores are
+ * what more threads could use).
+ */
+function cpuBoundTable(rows: Measured[]): string[] {
+  const byName = new Map(rows.map((m) => [m.scenario.name, m]));
+  const lines: string[] = [];
+  for (const ratio of RATIOS) {
+    if (ratio.target === undefined) continue;
+    const num = byName.get(ratio.numerator);
+    const den = byName.get(ratio.denominator);
+    const total = totalPerRequest(num?.cpu);
+    if (!num || !den || total === undefined || num.cpu.serverThread === undefined || rate(den) === 0) continue;
+    const rowsEach = num.scenario.rowsPerRequest ?? 1;
+    const allCores = (cpuBoundRate(total) * rowsEach) / rate(den);
+    const oneThread = ((1e6 / num.cpu.serverThread) * rowsEach) / rate(den);
+    lines.push(`| ${ratio.numerator}/${ratio.denominator} | ${fmt.ratio(rate(num) / rate(den))} | ${fmt.ratio(oneThread)} | ${fmt.ratio(allCores)} | ≥ ${ratio.target} |`);
+  }
+  if (!lines.length) return [];
+  return [
+    '| ratio | measured | its busiest thread alone allows | every core busy at this CPU per request allows | target |',
+    '|---|---:|---:|---:|---:|',
+    ...lines,
+  ];
+}
+
 function ratioText(l: RatioLine): string {
   const name = `${l.ratio.numerator}/${l.ratio.denominator}`;
   const target = l.ratio.target === undefined ? 'no target' : `target ≥ ${l.ratio.target}`;
@@ -766,7 +809,7 @@ function ratioText(l: RatioLine): string {
     : `${name}: ${fmt.ratio(l.value)}  (${target}) ${l.verdict}`;
 }
 
-async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<Measurement> {
+async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<Omit<Measured, 'scenario'>> {
   const connections = s.connections ?? defaultConnections;
   console.log(`\n== ${s.name}: ${s.description}`);
   const server = await s.start();
@@ -782,8 +825,12 @@ async function measure(s: Scenario, seconds: number, warmup: number, defaultConn
     await run(warmup);
     if (server.dead) throw new Error(`${s.name} died during warm-up; its output:\n${server.tail()}`);
     console.log(`   measuring ${seconds} s, ${connections} connections`);
+    const window = new CpuWindow(server.pid, server.upstreamPid ?? null);
     const result = await run(seconds);
     if (server.dead) throw new Error(`${s.name} died during the measurement; its output:\n${server.tail()}`);
+    const cpu = window.finish(result.rps * result.duration_s);
+    // Only wrk runs as a child of this process; another load's time is not in the children's total.
+    if (!result.tool.startsWith('wrk')) delete cpu.load;
     console.log(
       `   ${fmt.rps(result.rps)} req/s${s.rowsPerRequest ? ` (${fmt.rps(result.rps * s.rowsPerRequest)} rows/s)` : ''}  ` +
         `p50 ${fmt.ms(result.p50_ms)} ms  p99 ${fmt.ms(result.p99_ms)} ms  non-2xx ${result.non2xx}  errors ${result.errors}`,
@@ -791,7 +838,8 @@ async function measure(s: Scenario, seconds: number, warmup: number, defaultConn
     if (result.non2xx > 0 || result.errors > 0) {
       console.log(`   WARNING: ${s.name} had ${result.non2xx} non-2xx answers and ${result.errors} socket errors`);
     }
-    return result;
+    if (cpu.server !== undefined) console.log(`   CPU per request: ${cpuText(cpu)}`);
+    return { result, cpu };
   } finally {
     await server.stop();
   }
@@ -872,6 +920,16 @@ function resultsMarkdown(
     '',
     ...addedTable(rows),
     '',
+    ...(cpuBoundTable(rows).length
+      ? [
+          '## What the CPU allows',
+          '',
+          `CPU time per request (the Raw table's last columns, from /proc) bounds each ratio twice: by the server's busiest thread at 100 % (the limit while it runs on one thread), and by all ${os.availableParallelism()} cores busy with the server, its upstream and wrk at their present CPU per request (the limit any number of threads meets; beyond it only less work per request helps).`,
+          '',
+          ...cpuBoundTable(rows),
+          '',
+        ]
+      : []),
     'Scenarios:',
     '',
     ...rows.map((m) => `- \`${m.scenario.name}\`: ${m.scenario.description}`),
@@ -920,7 +978,7 @@ async function main(): Promise<void> {
   try {
     for (const s of chosen) {
       try {
-        rows.push({ scenario: s, result: await measure(s, seconds, warmup, connections) });
+        rows.push({ scenario: s, ...(await measure(s, seconds, warmup, connections)) });
       } catch (err) {
         console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
         if (rows.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(rows)].join('\n'));
@@ -957,6 +1015,7 @@ async function main(): Promise<void> {
   console.log(['', ...table(rows), ''].join('\n'));
   for (const l of ratios(rows)) console.log(ratioText(l));
   console.log(['', ...addedTable(rows)].join('\n'));
+  if (cpuBoundTable(rows).length) console.log(['', ...cpuBoundTable(rows)].join('\n'));
   if (memory.length) console.log(['', ...memoryTable(memory)].join('\n'));
 
   // A run missing a scenario, by choice or for want of a tool, never overwrites the full results.
