@@ -286,10 +286,16 @@ describe('image models (SPEC §8.2)', () => {
       await eventMatching(gw, 'two-static', /^Instance 0 of service two-static \(two-static@0.0.1\) was taken out of load balancing for 10 s after failing requests in a row\.$/);
       // B goes too: the retry meets A's closed port as well, and the client hears so.
       await new Promise((resolve) => servers[1]!.close(resolve));
-      const none = await postJson(`${gw.url}/v1/infers/two-static`, {});
-      assert.equal(none.status, 502);
-      assert.equal(none.json.error_code, 'IG.502.UpstreamError');
-      assert.match(none.json.error_msg, /^two-static@0\.0\.1: cannot connect to 127\.0\.0\.1:\d+ \(ECONNREFUSED\)$/);
+      for (let i = 0; i < 30; i++) {
+        const none = await postJson(`${gw.url}/v1/infers/two-static`, {});
+        assert.equal(none.status, 502);
+        assert.equal(none.json.error_code, 'IG.502.UpstreamError');
+        assert.match(none.json.error_msg, /^two-static@0\.0\.1: cannot connect to 127\.0\.0\.1:\d+ \(ECONNREFUSED\)$/);
+      }
+      // A, already out, is not ejected again for failing there (its time doubled to 300 s within
+      // milliseconds before), and B, the last in rotation, is not ejected at all.
+      const ejections = (await events(gw, 'two-static')).filter((m) => /taken out of load balancing/.test(m));
+      assert.deepEqual(ejections, ['Instance 0 of service two-static (two-static@0.0.1) was taken out of load balancing for 10 s after failing requests in a row.']);
     } finally {
       servers[1]!.close();
     }

@@ -23,7 +23,8 @@ const EJECT_MAX_MS = 300_000;
 /**
  * Least outstanding requests by the power of two choices (SPEC §7.4): two instances drawn at
  * random, the less loaded one wins; no global scan, and no herd on the single least-loaded
- * instance. Instances failing in a row are ejected for a time that doubles each ejection.
+ * instance. Instances failing in a row are ejected for a time that doubles each ejection and
+ * loses one doubling for each 10 s back in rotation; the last instance in rotation is never ejected.
  */
 export class Balancer {
   private members: Upstream[] = [];
@@ -63,12 +64,21 @@ export class Balancer {
     u.consecutiveFailures = 0;
   }
 
-  failed(u: Upstream): void {
+  failed(u: Upstream, now = performance.now()): void {
+    // Failures while ejected (requests sent before, or in panic mode) say nothing new: without
+    // this a dead instance was ejected again on every fifth failure, its time doubling to the
+    // maximum within milliseconds.
+    if (u.ejectedUntil > now) return;
     if (++u.consecutiveFailures < EJECT_AFTER) return;
     u.consecutiveFailures = 0;
+    // The last instance in rotation is not ejected: requests would go to it anyway (panic mode).
+    if (!this.members.some((o) => o !== u && o.ejectedUntil <= now)) return;
+    // As Envoy does, time back in rotation earns the doublings back: one per base period since
+    // the last ejection ended.
+    if (u.ejections > 0) u.ejections = Math.max(0, u.ejections - Math.floor((now - u.ejectedUntil) / EJECT_BASE_MS));
     const ms = Math.min(EJECT_MAX_MS, EJECT_BASE_MS * 2 ** u.ejections);
     u.ejections++;
-    u.ejectedUntil = performance.now() + ms;
+    u.ejectedUntil = now + ms;
     this.onEject(u, ms);
   }
 }
