@@ -107,6 +107,20 @@ describe('image models (SPEC §8.2)', () => {
     assert.equal(meta.platform, 'custom_image');
   });
 
+  test('a process instance that listens on ::1 only (\'localhost\' where it resolves to ::1) is found there and served', async (t) => {
+    const v6 = await new Promise<boolean>((resolve) => {
+      const s = net.createServer().once('error', () => resolve(false));
+      s.listen(0, '::1', () => s.close(() => resolve(true)));
+    });
+    if (!v6) return t.skip('this machine has no IPv6 loopback');
+    const pkg = knobsPackage({ image: { command: ['node', 'server.mjs'], env: { HOST: '::1' } } });
+    await deploy(gw, 'knobs-v6', pkg);
+    const instances = (await api(gw, 'GET', '/v1/services/knobs-v6/instances')).json.instances;
+    assert.match(instances[0].address, /^http:\/\/\[::1\]:\d+$/);
+    const a = await postJson(`${gw.url}/v1/infers/knobs-v6`, { x: 1 });
+    assert.equal(a.status, 200, a.text);
+  });
+
   test('headers: X-Request-Id and rule settings added, hop-by-hop headers and credentials dropped, api path and query forwarded', async () => {
     await deploy(gw, 'knobs-h', knobsPackage(), {
       auth: 'token',

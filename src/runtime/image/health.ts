@@ -25,7 +25,7 @@ export function probe(h: HealthConfig, inst: LaunchedInstance): Promise<string |
 function httpProbe(h: HealthConfig, inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
     const mod = h.protocol === 'https' ? https : http;
-    const where = `${h.protocol}://${inst.host}:${inst.port}${h.url}`;
+    const where = `${h.protocol}://${hostPort(inst)}${h.url}`;
     const req = mod.request({ host: inst.host, port: inst.port, path: h.url, method: 'GET', agent: false, rejectUnauthorized: false }, (res) => {
       cancel();
       res.resume();
@@ -43,11 +43,28 @@ function httpProbe(h: HealthConfig, inst: LaunchedInstance, timeoutMs: number): 
 
 /**
  * The check of a starting instance: its probe, and, for an EXEC probe (which can pass before the
- * server listens), its port accepting a connection too, so no request meets a closed port.
+ * server listens), its port accepting a connection too, so no request meets a closed port. A
+ * port refused on the instance's address is tried on its other addresses (a server told HOST=127.0.0.1
+ * that listens on 'localhost', which resolves to ::1 first on many hosts); the one that answers
+ * becomes the instance's address.
  */
 export async function startupProbe(h: HealthConfig, inst: LaunchedInstance): Promise<string | null> {
+  const why = await startupCheck(h, inst);
+  if (why === null || !inst.otherHosts || !why.includes('ECONNREFUSED')) return why;
+  for (const host of inst.otherHosts) {
+    if ((await startupCheck(h, { ...inst, host })) === null) {
+      inst.host = host;
+      return null;
+    }
+  }
+  return why;
+}
+
+async function startupCheck(h: HealthConfig, inst: LaunchedInstance): Promise<string | null> {
   return (await probe(h, inst)) ?? (h.check_method === 'EXEC' ? tcpProbe(inst, h.timeout_seconds * 1000) : null);
 }
+
+const hostPort = (i: { host: string; port: number }): string => (i.host.includes(':') ? `[${i.host}]:${i.port}` : `${i.host}:${i.port}`);
 
 function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
@@ -57,8 +74,8 @@ function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | n
       s.destroy();
       resolve(why);
     };
-    const cancel = deadline(timeoutMs, () => done(`no TCP connection to ${inst.host}:${inst.port} within ${timeoutMs / 1000} s`));
+    const cancel = deadline(timeoutMs, () => done(`no TCP connection to ${hostPort(inst)} within ${timeoutMs / 1000} s`));
     s.on('connect', () => done(null));
-    s.on('error', (err: NodeJS.ErrnoException) => done(`no TCP connection to ${inst.host}:${inst.port}: ${err.code ?? err.message}`));
+    s.on('error', (err: NodeJS.ErrnoException) => done(`no TCP connection to ${hostPort(inst)}: ${err.code ?? err.message}`));
   });
 }

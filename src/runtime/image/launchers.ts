@@ -10,8 +10,11 @@ import { OutputTail } from './output.js';
 
 /** One running instance of an image model, however it was started (SPEC §8.2). */
 export interface LaunchedInstance {
+  /** Where it answers; a start-up check may move it to one of `otherHosts`. */
   host: string;
   port: number;
+  /** Other addresses its server may have taken the port on, tried when `host` refuses at start-up. */
+  readonly otherHosts?: readonly string[];
   /** Resolves, saying how, when the instance stops by itself; never for instances someone else runs. */
   readonly exited: Promise<string>;
   /** The instance's recent output (stdout and stderr). */
@@ -210,6 +213,8 @@ export class ProcessLauncher implements Launcher {
     const cwd = this.ctx.packageDir;
     return {
       host: '127.0.0.1',
+      // HOST says 127.0.0.1, but a server that listens on 'localhost' gets ::1 where the resolver puts it first.
+      otherHosts: ['::1'],
       port,
       exited,
       logs: () => output.text(),
