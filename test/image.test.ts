@@ -444,6 +444,20 @@ describe('image models (SPEC §8.2)', () => {
     assert.ok(evs.some((m) => /failed its health check for [\d.]+ s after starting: health command exited with code 3/.test(m)), evs.join('\n'));
   });
 
+  test('the docker launcher: an EXEC health command past its timeout is killed in the container, not left running', { skip: DOCKER_SKIP }, async () => {
+    // The first check passes; every later one hangs until the check's timeout.
+    const script = "const fs=require('fs');const f='/tmp/health-checks';const n=fs.existsSync(f)?fs.readFileSync(f,'utf8').length:0;fs.appendFileSync(f,'x');if(n>0)setInterval(()=>{},1000)";
+    const health = { check_method: 'EXEC', command: ['node', '-e', script], initial_delay_seconds: 0, timeout_seconds: 0.3, period_seconds: 0.1, failure_threshold: 1000 };
+    await deploy(gw, 'docker-exec-hang', dockerPackage({ health }));
+    let seen = { count: -1, file: '' };
+    await until('four checks started, three of them timed out', async () => {
+      seen = (await postJson(`${gw.url}/v1/infers/docker-exec-hang/procs?match=/tmp/health-checks&file=/tmp/health-checks`, {})).json;
+      return (seen.file ?? '').length >= 4;
+    }, 30_000);
+    // At most the check running now; before, every timed-out check stayed, one more each period.
+    assert.ok(seen.count <= 1, `health commands still running: ${seen.count} after ${seen.file.length} checks`);
+  });
+
   test('the docker launcher: an image that cannot be pulled fails the deployment saying why', { skip: DOCKER_SKIP }, async () => {
     await deploy(gw, 'docker-nopull', knobsPackage({ image: { image: 'infergate-test/no-such-image', port: 8080 } }), {}, 'failed');
     const evs = await events(gw, 'docker-nopull');

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { expandArgs, type LaunchContext, type LaunchedInstance, type Launcher } from './launchers.js';
 import { deadline } from './deadline.js';
@@ -127,6 +127,51 @@ interface ContainerInfo {
   NetworkSettings?: { Ports?: Record<string, { HostPort: string }[] | null> };
 }
 
+/**
+ * Stops a health command that ran past its timeout. The Engine API cannot kill an exec, so its
+ * process (and what it started) is killed from here, where the engine runs on this host and the
+ * process shows in our /proc as a member of the container's cgroup. A remote engine, or a gateway
+ * in a PID namespace of its own, leaves it running until it ends by itself, as before.
+ */
+async function killExec(execId: string, containerId: string): Promise<void> {
+  const info = (await api('GET', `/exec/${execId}/json`).catch(() => null))?.body as { Pid?: number; Running?: boolean } | undefined;
+  if (!info?.Running || !info.Pid) return;
+  for (const pid of processTree(info.Pid)) {
+    try {
+      // The same number may name another process in another PID namespace: only the container's is killed.
+      if (readFileSync(`/proc/${pid}/cgroup`, 'latin1').includes(containerId)) process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already, or not ours to see or kill
+    }
+  }
+}
+
+/** `pid` and its descendants, from /proc (empty without /proc). */
+function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(name));
+      children.set(ppid, list);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  return tree;
+}
+
 const INSTANCE_LABEL = 'infergate.instance';
 const OWNER_LABEL = 'infergate.gateway';
 
@@ -235,8 +280,9 @@ export class DockerLauncher implements Launcher {
         try {
           await must('POST', `/exec/${ex.Id}/start`, { Detach: false }, timeoutMs);
         } catch (err) {
-          if (err instanceof ApiTimeout) return -1;
-          throw err;
+          if (!(err instanceof ApiTimeout)) throw err;
+          await killExec(ex.Id, id);
+          return -1;
         }
         const res = (await must('GET', `/exec/${ex.Id}/json`)) as { ExitCode?: number | null };
         return res.ExitCode ?? -1;
