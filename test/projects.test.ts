@@ -101,6 +101,17 @@ describe('projects', () => {
     await api(gw, 'POST', `/v1/projects/${teamb}/members`, { user_id: ids['bob'], role: 'developer' });
   });
 
+  test('a misspelt field in a user, project, member or model body is refused, naming it and what is expected', async () => {
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['/v1/users', { username: 'dora', pasword: 'secret-123' }, /^POST \/v1\/users: unknown field 'pasword'; expected username, password, domain$/],
+      ['/v1/projects', { name: 'teamd', descr: 'x' }, /^POST \/v1\/projects: unknown field 'descr'; expected name$/],
+      [`/v1/projects/${teamb}/members`, { user_id: ids['bob'], roles: 'admin' }, /^POST \/v1\/projects\/\{id\}\/members: unknown field 'roles'; expected user_id, role$/],
+      ['/v1/models', { name: 'm', versoin: '1.0.0', source: { path: '/nowhere' } }, /^POST \/v1\/models: unknown field 'versoin'; expected name, version, description, project, source$/],
+    ];
+    for (const [path, body, msg] of cases) refused(await api(gw, 'POST', path, body), 400, msg);
+    assert.ok(!(await api(gw, 'GET', '/v1/users')).json.users.some((u: { username: string }) => u.username === 'dora'), 'nothing was created');
+  });
+
   test('inference: token services admit their project\'s invokers only', async () => {
     const byId = await postJson(`${gw.url}/v1/infers/${teambIris}`, IRIS_ROW, PANDAS, { 'x-auth-token': tokens['bob']! });
     assert.equal(byId.status, 200, byId.text);

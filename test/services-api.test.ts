@@ -98,6 +98,8 @@ describe('services: lifecycle, statuses, traffic split', () => {
       [{ versions: [{ model: 'fraud', version: '1.0.0', instances: 2000 }] }, /versions\[0\]\.instances must be an integer from 1 to 128, got 2000/],
       [{ versions: [{ model: 'fraud', version: '1.0.0', intra_op_threads: 500 }] }, /versions\[0\]\.intra_op_threads must be an integer from 1 to 64, got 500/],
       [{ versions: [{ model: 'fraud', version: '1.0.0' }], timeout_minutes: 40000 }, /'timeout_minutes' must be a positive number of minutes, at most 10080 \(a week\), got 40000/],
+      // A misspelt field is refused, not dropped (the limit would silently not be set).
+      [{ versions: [{ model: 'fraud', version: '1.0.0' }], trafic_limit: 5 }, /^unknown field 'trafic_limit'; a service takes name, project, description, auth, versions, rules, shadow, traffic_limit, timeout_minutes, log_sample_rate, high_speed, websocket$/],
     ];
     for (const [body, msg] of bounds) {
       const a = await api(gw, 'POST', '/v1/services', { name: 'w', ...body });
@@ -105,6 +107,11 @@ describe('services: lifecycle, statuses, traffic split', () => {
       assert.equal(a.json.error_code, 'IG.400.BadSpec');
       assert.match(a.json.error_msg, msg);
     }
+    const patched = await api(gw, 'PATCH', '/v1/services/rules', { traffic_limit: 5, websockets: true });
+    assert.equal(patched.status, 400, patched.text);
+    assert.equal(patched.json.error_code, 'IG.400.BadSpec');
+    assert.match(patched.json.error_msg, /^unknown field 'websockets'; a service takes /);
+    assert.equal((await api(gw, 'GET', '/v1/services/rules')).json.traffic_limit, null, 'nothing of a refused PATCH is applied');
     const badName = await api(gw, 'POST', '/v1/services', { name: 'bad name', versions: [{ model: 'fraud' }] });
     assert.equal(badName.status, 400);
     const missing = await api(gw, 'POST', '/v1/services/nope/start');

@@ -187,8 +187,14 @@ function versionSpec(raw: unknown, i: number, single: boolean, latest: LatestVer
   return out;
 }
 
+/** The fields of a service's body (POST, PATCH, gateway.yaml): its spec, its name and its project. */
+const SERVICE_FIELDS = ['name', 'project', 'description', 'auth', 'versions', 'rules', 'shadow', 'traffic_limit', 'timeout_minutes', 'log_sample_rate', 'high_speed', 'websocket'];
+
 /** Validates a create body (or a PATCH merged over the stored spec) into the stored form. */
 export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVersion, base?: ServiceSpec): ServiceSpec {
+  // A misspelt field ("trafic_limit") would otherwise be dropped and the change silently not made.
+  const extra = Object.keys(body).find((k) => !SERVICE_FIELDS.includes(k));
+  if (extra) throw badRequest(`unknown field '${extra}'; a service takes ${SERVICE_FIELDS.join(', ')}`, 'BadSpec');
   const versionsRaw = body['versions'] ?? base?.versions;
   if (!Array.isArray(versionsRaw) || versionsRaw.length === 0) throw badRequest(`'versions' must be a non-empty array of {"model", "version", "weight"}`, 'BadSpec');
   const versions = body['versions'] === undefined && base ? base.versions : versionsRaw.map((v, i) => versionSpec(v, i, versionsRaw.length === 1, latest));

@@ -26,7 +26,7 @@ export function readBody(res: HttpResponse, limit: number, aborted: { value: boo
   });
 }
 
-export function parseJsonObject(body: Buffer, what: string): Record<string, unknown> {
+export function parseJsonObject(body: Buffer, what: string, fields?: readonly string[]): Record<string, unknown> {
   if (body.length === 0) throw new GatewayError(400, 'Empty', `${what}: the body is empty; send a JSON object`);
   let v: unknown;
   try {
@@ -35,5 +35,10 @@ export function parseJsonObject(body: Buffer, what: string): Record<string, unkn
     throw new GatewayError(400, 'BadJson', `${what}: the body is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new GatewayError(400, 'WrongShape', `${what}: expected a JSON object`);
+  if (fields) {
+    // A misspelt field would otherwise be dropped without a word.
+    const extra = Object.keys(v).find((k) => !fields.includes(k));
+    if (extra !== undefined) throw new GatewayError(400, 'BadSpec', `${what}: unknown field '${extra}'; expected ${fields.join(', ')}`);
+  }
   return v as Record<string, unknown>;
 }

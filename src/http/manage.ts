@@ -141,7 +141,7 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
 
   // Users and projects are the platform admins'; a project's admins manage its members.
   route('post', '/v1/users', 'admin', 'platform', async (c) => {
-    const b = parseJsonObject(c.body!, 'POST /v1/users');
+    const b = parseJsonObject(c.body!, 'POST /v1/users', ['username', 'password', 'domain']);
     return json(201, await identity.createUser(b['username'], b['password'], b['domain']));
   }, 'json');
   route('get', '/v1/users', 'admin', 'platform', () => json(200, { users: identity.users() }));
@@ -158,10 +158,10 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
     identity.revokeApiKey(c.params[0]!, c.params[1]!);
     return noContent;
   });
-  route('post', '/v1/projects', 'admin', 'platform', (c) => json(201, identity.createProject(parseJsonObject(c.body!, 'POST /v1/projects')['name'])), 'json');
+  route('post', '/v1/projects', 'admin', 'platform', (c) => json(201, identity.createProject(parseJsonObject(c.body!, 'POST /v1/projects', ['name'])['name'])), 'json');
   route('get', '/v1/projects', 'read', 'list', (c) => json(200, { projects: identity.projects().filter((p) => c.visible === null || c.visible.has(p.id)) }));
   route('post', '/v1/projects/:id/members', 'admin', 'project', (c) => {
-    const b = parseJsonObject(c.body!, 'POST /v1/projects/{id}/members');
+    const b = parseJsonObject(c.body!, 'POST /v1/projects/{id}/members', ['user_id', 'role']);
     identity.setMember(c.projectId, b['user_id'], b['role']);
     return json(200, { project_id: c.projectId, user_id: b['user_id'], role: b['role'] });
   }, 'json');
@@ -333,12 +333,12 @@ async function importModel(c: Call, deps: ManagementDeps) {
     const filePart = parts.find((p) => p.name === 'file');
     if (!metaPart) throw new GatewayError(400, 'MissingPart', `the upload needs a 'metadata' part with JSON {"name", "version"?, "description"?}`);
     if (!filePart) throw new GatewayError(400, 'MissingPart', `the upload needs a 'file' part: a .onnx model, a .tar.gz or a .zip package`);
-    const meta = parseJsonObject(Buffer.from(metaPart.data), `the 'metadata' part`);
+    const meta = parseJsonObject(Buffer.from(metaPart.data), `the 'metadata' part`, ['name', 'version', 'description', 'project']);
     const filename = filePart.filename ?? '';
     return deps.models.importUpload(importMeta(meta, c.projectFor(meta['project'])), filename, new Uint8Array(filePart.data));
   }
   if (ct.startsWith('application/json') || ct === '') {
-    const body = parseJsonObject(c.body!, 'POST /v1/models');
+    const body = parseJsonObject(c.body!, 'POST /v1/models', ['name', 'version', 'description', 'project', 'source']);
     const source = body['source'];
     if (typeof source !== 'object' || source === null || typeof (source as Record<string, unknown>)['path'] !== 'string') {
       throw new GatewayError(400, 'BadSpec', `a JSON import needs "source": {"path": "<package folder on the gateway's machine>"}; to upload a file use multipart/form-data`);
