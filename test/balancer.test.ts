@@ -51,3 +51,58 @@ describe('balancer ejection', () => {
     assert.deepEqual(ejected, []);
   });
 });
+
+describe('balancer max_concurrency', () => {
+  const waiter = (log: string[], name: string, b: Balancer) => {
+    const w = {
+      cancelled: false,
+      wake(): void {
+        const u = b.take();
+        log.push(`${name}:${u === 'wait' ? 'wait' : u === null ? 'none' : u.id}`);
+        if (u !== 'wait' && u !== null) u.outstanding++;
+      },
+    };
+    return w;
+  };
+  const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  test('full instances are not taken; waiters go on in order as room frees, and hear when no instance is left', async () => {
+    const b = new Balancer(() => undefined, 2);
+    const [a, c] = [new Upstream('a', '127.0.0.1', 1), new Upstream('c', '127.0.0.1', 2)];
+    b.set([a, c]);
+    for (let i = 0; i < 4; i++) {
+      const u = b.take();
+      assert.ok(u instanceof Upstream);
+      u.outstanding++;
+    }
+    assert.deepEqual([a.outstanding, c.outstanding], [2, 2]);
+    assert.equal(b.take(), 'wait');
+    const log: string[] = [];
+    const w1 = waiter(log, 'w1', b);
+    const w2 = waiter(log, 'w2', b);
+    const gone = { ...waiter(log, 'gone', b), cancelled: true };
+    const w3 = waiter(log, 'w3', b);
+    for (const w of [w1, w2, gone, w3]) b.enqueue(w);
+    b.release(c);
+    await tick();
+    assert.deepEqual(log, ['w1:c']);
+    b.release(a);
+    b.release(a);
+    await tick();
+    assert.deepEqual(log, ['w1:c', 'w2:a', 'w3:a'], 'the cancelled waiter is skipped');
+    assert.equal(b.waitingCount, 0);
+    const w4 = waiter(log, 'w4', b);
+    b.enqueue(w4);
+    b.set([]);
+    await tick();
+    assert.deepEqual(log.at(-1), 'w4:none');
+  });
+
+  test('without a limit nothing waits', () => {
+    const b = new Balancer(() => undefined);
+    const u = new Upstream('a', '127.0.0.1', 1);
+    b.set([u]);
+    u.outstanding = 10_000;
+    assert.equal(b.take(), u);
+  });
+});

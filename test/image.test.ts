@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -9,6 +10,7 @@ import { ADMIN_TOKEN, ROOT, SAMPLE_MODELS, api, postJson, startGateway, tempDir,
 import { nextMessages, openWs } from './helpers/ws.js';
 
 const KNOBS = path.join(ROOT, 'test/fixtures/knobs-server');
+const PY_SERVER = path.join(ROOT, 'test/fixtures/py-stdlib-server');
 const MAX_BODY = 4 * 1024 * 1024;
 const TIMEOUT_MS = 2000;
 
@@ -119,6 +121,46 @@ describe('image models (SPEC §8.2)', () => {
     assert.match(instances[0].address, /^http:\/\/\[::1\]:\d+$/);
     const a = await postJson(`${gw.url}/v1/infers/knobs-v6`, { x: 1 });
     assert.equal(a.status, 200, a.text);
+  });
+
+  test('image.max_concurrency: an instance is sent that many requests at a time, the rest wait in the gateway', async () => {
+    await deploy(gw, 'knobs-cap', knobsPackage({ image: { command: ['node', 'server.mjs'], max_concurrency: 2 } }));
+    await postJson(`${gw.url}/v1/infers/knobs-cap/peak`, {});
+    const answers = await Promise.all(Array.from({ length: 8 }, () => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=150`, {})));
+    assert.deepEqual(answers.map((a) => a.status), Array(8).fill(200));
+    assert.equal((await postJson(`${gw.url}/v1/infers/knobs-cap/peak`, {})).json.peak, 2, 'two at a time, never more');
+    // Two slower than the request timeout (2 s here) hold both places: a third waits, and says so when it times out.
+    const three = await Promise.all(Array.from({ length: 3 }, () => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=5000`, {})));
+    assert.deepEqual(three.map((a) => a.status), [504, 504, 504]);
+    assert.deepEqual(three.map((a) => a.json.error_msg).sort(), [
+      'knobs-cap@0.0.1 did not answer within 2000 ms (limits.request_timeout_ms)',
+      'knobs-cap@0.0.1 did not answer within 2000 ms (limits.request_timeout_ms)',
+      'knobs-cap@0.0.1: no instance had room within 2000 ms (limits.request_timeout_ms); each takes image.max_concurrency = 2 requests at a time',
+    ]);
+    const bad = await api(gw, 'POST', '/v1/models', { name: 'knobs-badcap', source: { path: knobsPackage({ image: { command: ['node', 'server.mjs'], max_concurrency: -1 } }) } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error_msg, /image\.max_concurrency must be an integer from 1 to 100000 \(requests one instance is sent at a time\), or 0 for no limit, got -1/);
+  });
+
+  test('a Python model server speaking HTTP/1.0, with and without Content-Length, serves concurrent requests intact', async (t) => {
+    if (spawnSync('python3', ['--version']).status !== 0) return t.skip('python3 is not on PATH');
+    for (const [name, env] of [['py-length', {}], ['py-until-close', { NO_LENGTH: '1' }]] as const) {
+      const dir = tempDir('py-pkg-');
+      copyFileSync(path.join(PY_SERVER, 'server.py'), path.join(dir, 'server.py'));
+      const config = JSON.parse(readFileSync(path.join(PY_SERVER, 'config.json'), 'utf8')) as { image: Record<string, unknown> };
+      // Python's server listens with a backlog of 5: more connections at once are dropped and retried a second later.
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, env, max_concurrency: 4 } }));
+      await deploy(gw, name, dir);
+      const answers = await Promise.all(Array.from({ length: 120 }, (_, i) =>
+        postJson(`${gw.url}/v1/infers/${name}/score?n=${i}`, { data: { req_data: [{ a: i, b: 0.5 }, { a: 1 }] } }, undefined, { 'x-request-id': `py-${i}` })));
+      answers.forEach((a, i) => {
+        assert.equal(a.status, 200, a.text);
+        assert.deepEqual(a.json, { result: [{ sum: i + 0.5 }, { sum: 1 }], path: `/score?n=${i}`, request_id: `py-${i}` });
+      });
+      const bad = await postJson(`${gw.url}/v1/infers/${name}`, { rows: [] });
+      assert.equal(bad.status, 400);
+      assert.match(bad.json.error, /^expected \{"data": \{"req_data"/);
+    }
   });
 
   test('headers: X-Request-Id and rule settings added, hop-by-hop headers and credentials dropped, api path and query forwarded', async () => {

@@ -101,6 +101,8 @@ export class ProxyCall implements Exchange, LiveCall {
   private headWritten = false;
   private pending: Buffer | null = null;
   private pendingOffset = 0;
+  /** Waiting for room on an instance (image.max_concurrency): how to send once there is. */
+  private waitingFor: { avoid: Upstream | null; sameIfAlone: boolean; failure: string | null } | null = null;
   /** A sampled request's bodies, copied for the inference log as they pass (null: not sampled). */
   private readonly captured: { request: BodyCapture; response: BodyCapture } | null;
 
@@ -170,7 +172,19 @@ export class ProxyCall implements Exchange, LiveCall {
    */
   private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null, failure: string | null = null): void {
     const runner = this.version!.runner as ImageRunner;
-    const u = runner.balancer.pick(avoid) ?? (sameIfAlone ? avoid : null);
+    const balancer = runner.balancer;
+    const u = balancer.take(avoid) ?? (sameIfAlone ? avoid : null);
+    if (u === 'wait') {
+      if (balancer.waitingCount >= MAX_WAITING) {
+        this.fail(new GatewayError(503, 'QueueFull', `${this.version!.servedBy.label}: every instance has image.max_concurrency (${balancer.maxConcurrency}) requests in flight and ${MAX_WAITING} more wait; retry later`, { 'Retry-After': '1' }));
+        return;
+      }
+      // uWebSockets.js' buffer is gone once this returns: a whole body waits as a copy.
+      if (whole) this.sent!.push(Buffer.from(new Uint8Array(whole)));
+      this.waitingFor = { avoid, sameIfAlone, failure };
+      balancer.enqueue(this);
+      return;
+    }
     if (!u) {
       this.fail(failure !== null
         ? new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${failure}`)
@@ -203,6 +217,14 @@ export class ProxyCall implements Exchange, LiveCall {
     if (!ok && !this.bodyEnded) this.pauseClient();
     // Paused for a connection that failed since: this one waits for nothing.
     else if (ok) this.resumeClient();
+  }
+
+  /** An instance has room (Waiter): the request goes out as it would have. */
+  wake(): void {
+    const w = this.waitingFor;
+    if (!w || this.cancelled) return;
+    this.waitingFor = null;
+    this.send(w.avoid, w.sameIfAlone, null, w.failure);
   }
 
   // ---- the upstream's side (Exchange) ----
@@ -285,6 +307,11 @@ export class ProxyCall implements Exchange, LiveCall {
       (this.version!.runner as ImageRunner).balancer.failed(u);
     }
     const where = this.version ? this.version.servedBy.label : `service '${this.service.name}'`;
+    if (this.waitingFor) {
+      const cap = (this.version!.runner as ImageRunner).balancer.maxConcurrency;
+      this.fail(new GatewayError(504, 'UpstreamTimeout', `${where}: no instance had room within ${ms} ms (limits.request_timeout_ms); each takes image.max_concurrency = ${cap} requests at a time`));
+      return;
+    }
     this.fail(new GatewayError(504, 'UpstreamTimeout', `${where} did not answer within ${ms} ms (limits.request_timeout_ms)`));
   }
 
@@ -401,7 +428,7 @@ export class ProxyCall implements Exchange, LiveCall {
 
   private releaseUpstream(): void {
     if (!this.upstream) return;
-    this.upstream.outstanding--;
+    (this.version!.runner as ImageRunner).balancer.release(this.upstream);
     this.upstream = null;
     this.conn = null;
   }
@@ -426,6 +453,9 @@ function headerValue(headers: string[], name: string): string {
   for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1]!;
   return '';
 }
+
+/** Requests of one version that may wait for room on its instances (image.max_concurrency) before 503. */
+const MAX_WAITING = 1024;
 
 /** How much past the limit is read and dropped before the connection is closed instead. */
 export const DISCARD_BYTES = 64 * 1024 * 1024;

@@ -9,7 +9,7 @@ import { openInference } from '../codecs/v2.js';
 import type { Decoded } from '../codecs/types.js';
 import { versionAcquired, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
-import type { Upstream } from '../runtime/image/balancer.js';
+import type { Balancer, Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { HookContext } from '../runtime/onnx/protocol.js';
@@ -675,7 +675,7 @@ class RelaySocket extends Throttled implements Session {
     this.isClosed = true;
     this.stopWatching();
     if (this.upstreamTimer) clearTimeout(this.upstreamTimer);
-    this.opened.instance.outstanding--;
+    this.opened.balancer.release(this.opened.instance);
     // The client's close goes on to the instance as it came (a code no frame may carry, as 1000).
     if (this.up.readyState === UpstreamSocket.OPEN || this.up.readyState === UpstreamSocket.CONNECTING) this.up.close(sendable(code), Buffer.from(reason).subarray(0, 123));
   }
@@ -721,6 +721,8 @@ interface RelayEvents {
 interface OpenedUpstream {
   socket: UpstreamSocket;
   instance: Upstream;
+  /** Its version's balancer, told when the connection no longer loads the instance. */
+  balancer: Balancer;
   handover(to: RelayEvents): void;
 }
 
@@ -775,6 +777,7 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   return {
     socket: sock,
     instance: u,
+    balancer: runner.balancer,
     handover(relay) {
       to = relay;
       for (const replay of early.splice(0)) replay(relay);

@@ -15,6 +15,14 @@ export class Upstream {
   }
 }
 
+/** A request waiting for room on an instance. */
+export interface Waiter {
+  /** Answered or gone meanwhile: skipped. */
+  readonly cancelled: boolean;
+  /** There is room now (or no instance at all): try again. */
+  wake(): void;
+}
+
 /** Gateway failures in a row that eject an instance (Envoy's consecutive_gateway_failure default is 5). */
 export const EJECT_AFTER = 5;
 const EJECT_BASE_MS = 10_000;
@@ -28,12 +36,78 @@ const EJECT_MAX_MS = 300_000;
  */
 export class Balancer {
   private members: Upstream[] = [];
+  /** Requests waiting for room on an instance (max_concurrency), oldest first from `waitHead`. */
+  private waiting: (Waiter | null)[] = [];
+  private waitHead = 0;
+  private wakeScheduled = false;
+  private readonly wakeBound = (): void => this.wake();
 
-  constructor(private readonly onEject: (u: Upstream, ms: number) => void) {}
+  constructor(
+    private readonly onEject: (u: Upstream, ms: number) => void,
+    /** Requests one instance takes at a time (`image.max_concurrency`); 0: no limit. */
+    readonly maxConcurrency = 0,
+  ) {}
 
   /** The instances in rotation (healthy, not draining); the control plane replaces the list whole. */
   set(members: Upstream[]): void {
     this.members = members;
+    // New room, or no instance at all: waiting requests go on (or hear there is none).
+    this.scheduleWake();
+  }
+
+  /** Requests waiting for room on an instance. */
+  get waitingCount(): number {
+    return this.waiting.length - this.waitHead;
+  }
+
+  /**
+   * An instance for a request that counts against max_concurrency: as `pick`, among instances with
+   * room; 'wait' when every instance in rotation is full (the caller `enqueue`s), null when none is
+   * in rotation.
+   */
+  take(avoid: Upstream | null = null): Upstream | 'wait' | null {
+    const u = this.pick(avoid);
+    const cap = this.maxConcurrency;
+    if (!u || cap <= 0 || u.outstanding < cap) return u;
+    // The less loaded of the two drawn is full: the least loaded with room, if any has.
+    let best: Upstream | null = null;
+    for (const m of this.members) if (m !== avoid && m.outstanding < cap && (!best || m.outstanding < best.outstanding)) best = m;
+    return best ?? 'wait';
+  }
+
+  /** Waits for room; `wake` runs when an instance has some (or the rotation changed). */
+  enqueue(w: Waiter): void {
+    this.waiting.push(w);
+  }
+
+  /** A request counted by `take` is done with its instance. */
+  release(u: Upstream): void {
+    u.outstanding--;
+    if (this.waitingCount > 0) this.scheduleWake();
+  }
+
+  private scheduleWake(): void {
+    if (this.wakeScheduled || this.waitingCount === 0) return;
+    this.wakeScheduled = true;
+    // Not from inside the release: that runs in the middle of a connection's parse.
+    queueMicrotask(this.wakeBound);
+  }
+
+  private wake(): void {
+    this.wakeScheduled = false;
+    const cap = this.maxConcurrency;
+    // Only those waiting now: one woken to no room (its only room was the instance it avoids) queues again, behind.
+    const end = this.waiting.length;
+    while (this.waitHead < end) {
+      const w = this.waiting[this.waitHead]!;
+      if (!w.cancelled && this.members.length > 0 && cap > 0 && !this.members.some((m) => m.outstanding < cap)) break;
+      this.waiting[this.waitHead++] = null;
+      if (!w.cancelled) w.wake();
+    }
+    if (this.waitHead === this.waiting.length || this.waitHead > 1024) {
+      this.waiting = this.waiting.slice(this.waitHead);
+      this.waitHead = 0;
+    }
   }
 
   get size(): number {

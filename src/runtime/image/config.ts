@@ -17,6 +17,8 @@ export interface ImageConfig {
   env: Record<string, string>;
   /** The launcher the package asks for; by default the first of command, endpoints, image it has. */
   launcher: LauncherKind;
+  /** Requests one instance is sent at a time, more wait in the gateway (Knative's containerConcurrency); 0: no limit. */
+  max_concurrency: number;
 }
 
 export interface HealthConfig {
@@ -50,7 +52,7 @@ function commandOf(v: unknown, where: string): string[] | null {
 export function imageConfigOf(config: Record<string, unknown>, where: string): ImageConfig {
   const raw = config['image'];
   if (!isObj(raw)) fail(where, `an Image package needs an "image" object with "command" (run as a process), "endpoints" (servers already running) or "image" (a Docker image)`);
-  const known = ['command', 'port', 'endpoints', 'image', 'env', 'launcher'];
+  const known = ['command', 'port', 'endpoints', 'image', 'env', 'launcher', 'max_concurrency'];
   const extra = Object.keys(raw).find((k) => !known.includes(k));
   if (extra) fail(where, `image: unknown field '${extra}'; expected ${known.join(', ')}`);
   const command = commandOf(raw['command'], `${where}: image.command`);
@@ -78,7 +80,11 @@ export function imageConfigOf(config: Record<string, unknown>, where: string): I
   if (launcher === 'process' && !command) fail(where, `image.launcher "process" needs image.command`);
   if (launcher === 'static' && endpoints.length === 0) fail(where, `image.launcher "static" needs image.endpoints`);
   if (launcher === 'docker' && !image) fail(where, `image.launcher "docker" needs image.image`);
-  return { command, port, endpoints: endpoints as string[], image: image as string | null, env: env as Record<string, string>, launcher };
+  const maxConcurrency = raw['max_concurrency'] ?? 0;
+  if (typeof maxConcurrency !== 'number' || !Number.isInteger(maxConcurrency) || maxConcurrency < 0 || maxConcurrency > 100_000) {
+    fail(where, `image.max_concurrency must be an integer from 1 to 100000 (requests one instance is sent at a time), or 0 for no limit, got ${JSON.stringify(maxConcurrency)}`);
+  }
+  return { command, port, endpoints: endpoints as string[], image: image as string | null, env: env as Record<string, string>, launcher, max_concurrency: maxConcurrency };
 }
 
 const HEALTH_DEFAULTS = { initial_delay_seconds: 0, timeout_seconds: 5, period_seconds: 10, failure_threshold: 3 };

@@ -81,7 +81,7 @@ export class ImageRunner {
 
   private constructor(private readonly opts: ImageVersionOptions) {
     this.launcher = launcherFor({ label: opts.label, name: opts.name, owner: opts.owner, packageDir: opts.packageDir, image: opts.image, env: opts.env });
-    this.balancer = new Balancer((u, ms) => opts.event('Warning', `Instance ${u.id} of ${opts.label} was taken out of load balancing for ${Math.round(ms / 1000)} s after failing requests in a row.`));
+    this.balancer = new Balancer((u, ms) => opts.event('Warning', `Instance ${u.id} of ${opts.label} was taken out of load balancing for ${Math.round(ms / 1000)} s after failing requests in a row.`), opts.image.max_concurrency);
     this.slots = Array.from({ length: this.launcher.count(opts.instances) }, (_, index) => ({
       index, status: 'starting' as InstanceStatus, launched: null, upstream: null, generation: 0, failures: 0, restarts: 0, startedAt: null, timer: null, previousLogs: '',
     }));
