@@ -106,3 +106,16 @@ describe('balancer max_concurrency', () => {
     assert.equal(b.take(), u);
   });
 });
+
+test('max_concurrency: a full instance in rotation is waited for rather than sent around to an ejected one', async () => {
+  const b = new Balancer(() => undefined, 1);
+  const [a, c, d] = [new Upstream('a', '127.0.0.1', 1), new Upstream('c', '127.0.0.1', 2), new Upstream('d', '127.0.0.1', 3)];
+  b.set([a, c, d]);
+  c.ejectedUntil = d.ejectedUntil = performance.now() + 60_000;
+  a.outstanding = 1;
+  assert.equal(b.take(), 'wait');
+  // With every instance out (panic mode), one with room is taken.
+  a.ejectedUntil = performance.now() + 60_000;
+  const u = b.take();
+  assert.ok(u === c || u === d);
+});

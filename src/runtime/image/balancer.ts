@@ -69,10 +69,29 @@ export class Balancer {
     const u = this.pick(avoid);
     const cap = this.maxConcurrency;
     if (!u || cap <= 0 || u.outstanding < cap) return u;
-    // The less loaded of the two drawn is full: the least loaded with room, if any has.
-    let best: Upstream | null = null;
-    for (const m of this.members) if (m !== avoid && m.outstanding < cap && (!best || m.outstanding < best.outstanding)) best = m;
-    return best ?? 'wait';
+    // The less loaded of the two drawn is full; another may have room.
+    return this.withRoom(avoid) ?? 'wait';
+  }
+
+  /**
+   * The least loaded instance with room, other than `avoid`. An ejected instance is not a way
+   * round a full one, unless every instance is ejected (panic mode).
+   */
+  private withRoom(avoid: Upstream | null): Upstream | null {
+    const cap = this.maxConcurrency;
+    const now = performance.now();
+    let healthy: Upstream | null = null;
+    let any: Upstream | null = null;
+    let allEjected = true;
+    for (const m of this.members) {
+      if (m === avoid) continue;
+      const ejected = m.ejectedUntil > now;
+      if (!ejected) allEjected = false;
+      if (m.outstanding >= cap) continue;
+      if (!ejected && (!healthy || m.outstanding < healthy.outstanding)) healthy = m;
+      if (!any || m.outstanding < any.outstanding) any = m;
+    }
+    return healthy ?? (allEjected ? any : null);
   }
 
   /** Waits for room; `wake` runs when an instance has some (or the rotation changed). */
@@ -95,12 +114,11 @@ export class Balancer {
 
   private wake(): void {
     this.wakeScheduled = false;
-    const cap = this.maxConcurrency;
     // Only those waiting now: one woken to no room (its only room was the instance it avoids) queues again, behind.
     const end = this.waiting.length;
     while (this.waitHead < end) {
       const w = this.waiting[this.waitHead]!;
-      if (!w.cancelled && this.members.length > 0 && cap > 0 && !this.members.some((m) => m.outstanding < cap)) break;
+      if (!w.cancelled && this.members.length > 0 && !this.withRoom(null)) break;
       this.waiting[this.waitHead++] = null;
       if (!w.cancelled) w.wake();
     }
