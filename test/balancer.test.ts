@@ -55,9 +55,10 @@ describe('balancer ejection', () => {
 describe('balancer max_concurrency', () => {
   const waiter = (log: string[], name: string, b: Balancer) => {
     const w = {
-      cancelled: false,
+      gone: false,
       wake(): void {
-        const u = b.take();
+        w.gone = true;
+        const u = b.take(null, true);
         log.push(`${name}:${u === 'wait' ? 'wait' : u === null ? 'none' : u.id}`);
         if (u !== 'wait' && u !== null) u.outstanding++;
       },
@@ -80,16 +81,20 @@ describe('balancer max_concurrency', () => {
     const log: string[] = [];
     const w1 = waiter(log, 'w1', b);
     const w2 = waiter(log, 'w2', b);
-    const gone = { ...waiter(log, 'gone', b), cancelled: true };
+    const gone = waiter(log, 'gone', b);
     const w3 = waiter(log, 'w3', b);
     for (const w of [w1, w2, gone, w3]) b.enqueue(w);
+    gone.gone = true;
+    b.withdraw();
+    assert.equal(b.waitingCount, 3, 'a waiter that gave up is not counted');
+    assert.equal(b.take(), 'wait', 'a newcomer waits behind those already waiting');
     b.release(c);
     await tick();
     assert.deepEqual(log, ['w1:c']);
     b.release(a);
     b.release(a);
     await tick();
-    assert.deepEqual(log, ['w1:c', 'w2:a', 'w3:a'], 'the cancelled waiter is skipped');
+    assert.deepEqual(log, ['w1:c', 'w2:a', 'w3:a'], 'the waiter that gave up is skipped');
     assert.equal(b.waitingCount, 0);
     const w4 = waiter(log, 'w4', b);
     b.enqueue(w4);
@@ -118,4 +123,45 @@ test('max_concurrency: a full instance in rotation is waited for rather than sen
   a.ejectedUntil = performance.now() + 60_000;
   const u = b.take();
   assert.ok(u === c || u === d);
+});
+
+describe('balancer queue upkeep', () => {
+  test('waiters that gave up do not count against the queue, however many', () => {
+    const b = new Balancer(() => undefined, 1);
+    const u = new Upstream('a', '127.0.0.1', 1);
+    b.set([u]);
+    u.outstanding = 1;
+    const ws = Array.from({ length: 3000 }, () => ({ gone: false, wake(): void {} }));
+    for (const w of ws) b.enqueue(w);
+    assert.equal(b.waitingCount, 3000);
+    for (const w of ws) {
+      w.gone = true;
+      b.withdraw();
+    }
+    assert.equal(b.waitingCount, 0);
+  });
+
+  test('the end of an ejection wakes waiters that the ejected instance has room for', async () => {
+    const b = new Balancer(() => undefined, 1);
+    const [a, c] = [new Upstream('a', '127.0.0.1', 1), new Upstream('c', '127.0.0.1', 2)];
+    b.set([a, c]);
+    a.outstanding = 1;
+    c.ejectedUntil = performance.now() + 30;
+    assert.equal(b.take(), 'wait');
+    // The balancer's timer does not hold a process open (a gateway has its listener for that); this test's does.
+    const keepAlive = setInterval(() => undefined, 1000);
+    const got = await new Promise<string>((resolve) => {
+      const w = {
+        gone: false,
+        wake(): void {
+          w.gone = true;
+          const u = b.take(null, true);
+          resolve(u === 'wait' || u === null ? String(u) : u.id);
+        },
+      };
+      b.enqueue(w);
+    });
+    clearInterval(keepAlive);
+    assert.equal(got, 'c');
+  });
 });

@@ -137,6 +137,25 @@ describe('image models (SPEC §8.2)', () => {
       'knobs-cap@0.0.1 did not answer within 2000 ms (limits.request_timeout_ms)',
       'knobs-cap@0.0.1: no instance had room within 2000 ms (limits.request_timeout_ms); each takes image.max_concurrency = 2 requests at a time',
     ]);
+    // A request that waits with a body over the limit, while the instance frees up: 413, and its place is given back
+    // (the gateway crashed here when the over-limit request, still queued, was woken).
+    const holders = Promise.all([0, 1].map(() => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=300`, {})));
+    const over = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: gw.port, path: '/v1/infers/knobs-cap/echo', method: 'POST', headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      const piece = Buffer.alloc(256 * 1024, 7);
+      for (let sent = 0; sent <= MAX_BODY; sent += piece.length) req.write(piece);
+      // The last piece only once the instance is free: the request has waited with its body over the limit.
+      void holders.then(() => req.end(piece));
+    });
+    assert.equal(over.status, 413, over.text);
+    assert.match(JSON.parse(over.text).error_msg, /over the limit of \d+ bytes/);
+    const after = await Promise.all([0, 1, 2].map(() => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=10`, {})));
+    assert.deepEqual(after.map((a) => a.status), [200, 200, 200], 'no place on the instance was lost');
     const bad = await api(gw, 'POST', '/v1/models', { name: 'knobs-badcap', source: { path: knobsPackage({ image: { command: ['node', 'server.mjs'], max_concurrency: -1 } }) } });
     assert.equal(bad.status, 400);
     assert.match(bad.json.error_msg, /image\.max_concurrency must be an integer from 1 to 100000 \(requests one instance is sent at a time\), or 0 for no limit, got -1/);

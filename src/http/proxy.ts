@@ -170,10 +170,11 @@ export class ProxyCall implements Exchange, LiveCall {
    * there is one; with none, the client hears of the failure. `whole`: the entire body, still in
    * uWebSockets.js' buffer, copied straight behind the head.
    */
-  private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null, failure: string | null = null): void {
+  private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null, failure: string | null = null, woken = false): void {
     const runner = this.version!.runner as ImageRunner;
     const balancer = runner.balancer;
-    const u = balancer.take(avoid) ?? (sameIfAlone ? avoid : null);
+    // The same instance again only while it is still in rotation (a retry may have waited meanwhile).
+    const u = balancer.take(avoid, woken) ?? (sameIfAlone && avoid && balancer.has(avoid) ? avoid : null);
     if (u === 'wait') {
       if (balancer.waitingCount >= MAX_WAITING) {
         this.fail(new GatewayError(503, 'QueueFull', `${this.version!.servedBy.label}: every instance has image.max_concurrency (${balancer.maxConcurrency}) requests in flight and ${MAX_WAITING} more wait; retry later`, { 'Retry-After': '1' }));
@@ -183,6 +184,8 @@ export class ProxyCall implements Exchange, LiveCall {
       if (whole) this.sent!.push(Buffer.from(new Uint8Array(whole)));
       this.waitingFor = { avoid, sameIfAlone, failure };
       balancer.enqueue(this);
+      // The rest of the body waits in the client's socket, not in the gateway's memory.
+      if (!this.bodyEnded) this.pauseClient();
       return;
     }
     if (!u) {
@@ -219,12 +222,25 @@ export class ProxyCall implements Exchange, LiveCall {
     else if (ok) this.resumeClient();
   }
 
+  /** Waiter: no longer in the balancer's queue (or never was). */
+  get gone(): boolean {
+    return this.waitingFor === null;
+  }
+
   /** An instance has room (Waiter): the request goes out as it would have. */
   wake(): void {
     const w = this.waitingFor;
-    if (!w || this.cancelled) return;
+    if (!w) return;
     this.waitingFor = null;
-    this.send(w.avoid, w.sameIfAlone, null, w.failure);
+    if (this.cancelled || this.discarding) return;
+    this.send(w.avoid, w.sameIfAlone, null, w.failure, true);
+  }
+
+  /** Leaves the balancer's queue, if waiting there (answered, gone, over the body limit). */
+  private stopWaiting(): void {
+    if (!this.waitingFor) return;
+    this.waitingFor = null;
+    (this.version!.runner as ImageRunner).balancer.withdraw();
   }
 
   // ---- the upstream's side (Exchange) ----
@@ -307,7 +323,7 @@ export class ProxyCall implements Exchange, LiveCall {
       (this.version!.runner as ImageRunner).balancer.failed(u);
     }
     const where = this.version ? this.version.servedBy.label : `service '${this.service.name}'`;
-    if (this.waitingFor) {
+    if (!this.gone) {
       const cap = (this.version!.runner as ImageRunner).balancer.maxConcurrency;
       this.fail(new GatewayError(504, 'UpstreamTimeout', `${where}: no instance had room within ${ms} ms (limits.request_timeout_ms); each takes image.max_concurrency = ${cap} requests at a time`));
       return;
@@ -319,6 +335,7 @@ export class ProxyCall implements Exchange, LiveCall {
   abort(): void {
     if (this.cancelled) return;
     this.cancelled = true;
+    this.stopWaiting();
     if (this.conn) {
       this.conn.abandon();
       this.releaseUpstream();
@@ -348,6 +365,9 @@ export class ProxyCall implements Exchange, LiveCall {
     if (!this.discarding) {
       this.discarding = true;
       this.sent = null;
+      // Out of the queue, and reading again: the rest is read and dropped.
+      this.stopWaiting();
+      this.resumeClient();
       if (this.conn) {
         this.conn.abandon();
         this.releaseUpstream();
@@ -435,6 +455,7 @@ export class ProxyCall implements Exchange, LiveCall {
 
   private complete(status: number, error: string | null = null): void {
     this.cancelled = true;
+    this.stopWaiting();
     const v = this.version;
     const elapsedMs = performance.now() - this.startedAt;
     if (v) v.metrics.request(status, elapsedMs / 1000);

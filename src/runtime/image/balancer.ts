@@ -1,4 +1,5 @@
 import { UpstreamPool } from './upstream.js';
+import { WaitQueue, type Waiter } from './wait-queue.js';
 
 /** One upstream instance as the data plane sees it: an address, its pool and its load. */
 export class Upstream {
@@ -15,14 +16,6 @@ export class Upstream {
   }
 }
 
-/** A request waiting for room on an instance. */
-export interface Waiter {
-  /** Answered or gone meanwhile: skipped. */
-  readonly cancelled: boolean;
-  /** There is room now (or no instance at all): try again. */
-  wake(): void;
-}
-
 /** Gateway failures in a row that eject an instance (Envoy's consecutive_gateway_failure default is 5). */
 export const EJECT_AFTER = 5;
 const EJECT_BASE_MS = 10_000;
@@ -36,11 +29,12 @@ const EJECT_MAX_MS = 300_000;
  */
 export class Balancer {
   private members: Upstream[] = [];
-  /** Requests waiting for room on an instance (max_concurrency), oldest first from `waitHead`. */
-  private waiting: (Waiter | null)[] = [];
-  private waitHead = 0;
+  /** Requests waiting for room on an instance (max_concurrency). */
+  private readonly queue = new WaitQueue();
   private wakeScheduled = false;
   private readonly wakeBound = (): void => this.wake();
+  /** Wakes the queue when an ejection ends, for waiters that an ejected instance's room could serve. */
+  private ejectionTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly onEject: (u: Upstream, ms: number) => void,
@@ -57,17 +51,24 @@ export class Balancer {
 
   /** Requests waiting for room on an instance. */
   get waitingCount(): number {
-    return this.waiting.length - this.waitHead;
+    return this.queue.size;
+  }
+
+  /** Whether `u` is in rotation. */
+  has(u: Upstream): boolean {
+    return this.members.includes(u);
   }
 
   /**
    * An instance for a request that counts against max_concurrency: as `pick`, among instances with
    * room; 'wait' when every instance in rotation is full (the caller `enqueue`s), null when none is
-   * in rotation.
+   * in rotation. `queued`: the caller is a waiter that was woken.
    */
-  take(avoid: Upstream | null = null): Upstream | 'wait' | null {
-    const u = this.pick(avoid);
+  take(avoid: Upstream | null = null, queued = false): Upstream | 'wait' | null {
     const cap = this.maxConcurrency;
+    // First come, first served: while others wait, a newcomer waits behind them (`queued`: a woken waiter).
+    if (cap > 0 && !queued && this.queue.size > 0 && this.members.length > 0) return 'wait';
+    const u = this.pick(avoid);
     if (!u || cap <= 0 || u.outstanding < cap) return u;
     // The less loaded of the two drawn is full; another may have room.
     return this.withRoom(avoid) ?? 'wait';
@@ -96,17 +97,23 @@ export class Balancer {
 
   /** Waits for room; `wake` runs when an instance has some (or the rotation changed). */
   enqueue(w: Waiter): void {
-    this.waiting.push(w);
+    this.queue.push(w);
+    this.armEjectionWake();
+  }
+
+  /** A waiter gave up (answered, gone, over its body limit). */
+  withdraw(): void {
+    this.queue.withdraw();
   }
 
   /** A request counted by `take` is done with its instance. */
   release(u: Upstream): void {
     u.outstanding--;
-    if (this.waitingCount > 0) this.scheduleWake();
+    if (this.queue.size > 0) this.scheduleWake();
   }
 
   private scheduleWake(): void {
-    if (this.wakeScheduled || this.waitingCount === 0) return;
+    if (this.wakeScheduled || this.queue.size === 0) return;
     this.wakeScheduled = true;
     // Not from inside the release: that runs in the middle of a connection's parse.
     queueMicrotask(this.wakeBound);
@@ -115,17 +122,28 @@ export class Balancer {
   private wake(): void {
     this.wakeScheduled = false;
     // Only those waiting now: one woken to no room (its only room was the instance it avoids) queues again, behind.
-    const end = this.waiting.length;
-    while (this.waitHead < end) {
-      const w = this.waiting[this.waitHead]!;
-      if (!w.cancelled && this.members.length > 0 && !this.withRoom(null)) break;
-      this.waiting[this.waitHead++] = null;
-      if (!w.cancelled) w.wake();
+    for (let n = this.queue.size; n > 0; n--) {
+      if (this.members.length > 0 && !this.withRoom(null)) break;
+      const w = this.queue.shift();
+      if (!w) break;
+      w.wake();
     }
-    if (this.waitHead === this.waiting.length || this.waitHead > 1024) {
-      this.waiting = this.waiting.slice(this.waitHead);
-      this.waitHead = 0;
-    }
+    this.armEjectionWake();
+  }
+
+  /** With requests waiting and an instance ejected, the end of its ejection may give them room. */
+  private armEjectionWake(): void {
+    if (this.ejectionTimer || this.queue.size === 0) return;
+    const now = performance.now();
+    let soonest = Infinity;
+    for (const m of this.members) if (m.ejectedUntil > now) soonest = Math.min(soonest, m.ejectedUntil);
+    if (soonest === Infinity) return;
+    this.ejectionTimer = setTimeout(() => {
+      this.ejectionTimer = null;
+      this.scheduleWake();
+      this.armEjectionWake();
+    }, soonest - now + 1);
+    this.ejectionTimer.unref();
   }
 
   get size(): number {

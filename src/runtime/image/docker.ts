@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { expandArgs, type LaunchContext, type LaunchedInstance, type Launcher } from './launchers.js';
 import { deadline } from './deadline.js';
@@ -134,42 +135,51 @@ interface ContainerInfo {
  * in a PID namespace of its own, leaves it running until it ends by itself, as before.
  */
 async function killExec(execId: string, containerId: string): Promise<void> {
-  const info = (await api('GET', `/exec/${execId}/json`).catch(() => null))?.body as { Pid?: number; Running?: boolean } | undefined;
+  const info = (await api('GET', `/exec/${execId}/json`, undefined, 5000).catch(() => null))?.body as { Pid?: number; Running?: boolean } | undefined;
   if (!info?.Running || !info.Pid) return;
-  for (const pid of processTree(info.Pid)) {
+  for (const pid of await processTree(info.Pid)) {
     try {
       // The same number may name another process in another PID namespace: only the container's is killed.
-      if (readFileSync(`/proc/${pid}/cgroup`, 'latin1').includes(containerId)) process.kill(pid, 'SIGKILL');
+      if ((await readFile(`/proc/${pid}/cgroup`, 'latin1')).includes(containerId)) process.kill(pid, 'SIGKILL');
     } catch {
       // gone already, or not ours to see or kill
     }
   }
 }
 
-/** `pid` and its descendants, from /proc (empty without /proc). */
-function processTree(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return [];
-  }
-  for (const name of names) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(name));
-      children.set(ppid, list);
-    } catch {
-      // exited meanwhile
-    }
-  }
+/**
+ * `pid` and its descendants: from /proc's children lists where the kernel has them, else from
+ * every process' parent in /proc (read without blocking the event loop).
+ */
+async function processTree(pid: number): Promise<number[]> {
+  const childrenOf = await childLists().catch(() => null);
   const tree = [pid];
-  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  for (let i = 0; i < tree.length && tree.length < 10_000; i++) tree.push(...(await (childrenOf ? childrenOf(tree[i]!) : Promise.resolve([]))));
   return tree;
+}
+
+/** A lookup of a process' children: the kernel's lists, or a map built from one pass over /proc. */
+async function childLists(): Promise<(pid: number) => Promise<number[]>> {
+  if (await readFile(`/proc/${process.pid}/task/${process.pid}/children`).then(() => true, () => false)) {
+    return async (pid) => {
+      const out: number[] = [];
+      for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+        for (const c of (await readFile(`/proc/${pid}/task/${tid}/children`, 'latin1').catch(() => '')).split(' ')) if (c) out.push(Number(c));
+      }
+      return out;
+    };
+  }
+  const byParent = new Map<number, number[]>();
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'latin1').catch(() => null);
+    if (stat === null) continue; // exited meanwhile
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = byParent.get(ppid) ?? [];
+    list.push(Number(name));
+    byParent.set(ppid, list);
+  }
+  return async (pid) => byParent.get(pid) ?? [];
 }
 
 const INSTANCE_LABEL = 'infergate.instance';

@@ -148,12 +148,24 @@ export function expandArgs(args: string[], env: Record<string, string>): string[
   }));
 }
 
-/** A free TCP port on 127.0.0.1, as the kernel hands one out. */
-export function freePort(): Promise<number> {
+/**
+ * A free TCP port on 127.0.0.1, as the kernel hands one out, that is free on ::1 too: an instance
+ * may take it there (see `otherHosts`), and must not find another server holding it.
+ */
+export async function freePort(): Promise<number> {
+  for (let tries = 0; ; tries++) {
+    const port = await listenFree(0, '127.0.0.1');
+    // No IPv6 loopback here, or the port is free there as well: it will do.
+    if (tries >= 20 || (await listenFree(port, '::1').then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'EADDRINUSE'))) return port;
+  }
+}
+
+/** Listens on `port` (0: any) at `host` and closes again; resolves with the port. */
+function listenFree(port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen({ port, host, ipv6Only: host === '::1' }, () => {
       const addr = srv.address();
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
     });
