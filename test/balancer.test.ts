@@ -165,3 +165,16 @@ describe('balancer queue upkeep', () => {
     assert.equal(got, 'c');
   });
 });
+
+test('max_concurrency: room that a waiting retry cannot use (it avoids that instance) goes to a newcomer', () => {
+  const b = new Balancer(() => undefined, 1);
+  const [a, c] = [new Upstream('a', '127.0.0.1', 1), new Upstream('c', '127.0.0.1', 2)];
+  b.set([a, c]);
+  c.outstanding = 1;
+  // A retry off `a` waits for another instance.
+  assert.equal(b.take(a), 'wait');
+  b.enqueue({ gone: false, wake(): void {} });
+  assert.equal(b.take(), a, 'the newcomer takes the free instance instead of queueing behind');
+  a.outstanding = 1;
+  assert.equal(b.take(), 'wait', 'with no room anywhere it queues');
+});

@@ -156,6 +156,22 @@ describe('image models (SPEC §8.2)', () => {
     assert.match(JSON.parse(over.text).error_msg, /over the limit of \d+ bytes/);
     const after = await Promise.all([0, 1, 2].map(() => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=10`, {})));
     assert.deepEqual(after.map((a) => a.status), [200, 200, 200], 'no place on the instance was lost');
+    // A request still sending its body when it times out waiting: its answer closes the connection
+    // (the rest of its body waits unread in it), and does so at once.
+    const slow = [0, 1].map(() => postJson(`${gw.url}/v1/infers/knobs-cap/slow?ms=3000`, {}));
+    const unfinished = await new Promise<{ status: number; connection: string | undefined; closedAfterMs: number }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: gw.port, path: '/v1/infers/knobs-cap/echo', method: 'POST', headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } }, (res) => {
+        res.resume();
+        const answered = performance.now();
+        req.socket!.once('close', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, closedAfterMs: performance.now() - answered }));
+      });
+      req.on('error', reject);
+      req.write(Buffer.alloc(1000, 1));
+    });
+    assert.equal(unfinished.status, 504);
+    assert.equal(unfinished.connection, 'close');
+    assert.ok(unfinished.closedAfterMs < 1000, `the connection closed ${unfinished.closedAfterMs} ms after the answer`);
+    await Promise.all(slow);
     const bad = await api(gw, 'POST', '/v1/models', { name: 'knobs-badcap', source: { path: knobsPackage({ image: { command: ['node', 'server.mjs'], max_concurrency: -1 } }) } });
     assert.equal(bad.status, 400);
     assert.match(bad.json.error_msg, /image\.max_concurrency must be an integer from 1 to 100000 \(requests one instance is sent at a time\), or 0 for no limit, got -1/);

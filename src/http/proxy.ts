@@ -173,8 +173,10 @@ export class ProxyCall implements Exchange, LiveCall {
   private send(avoid: Upstream | null, sameIfAlone: boolean, whole: ArrayBuffer | null = null, failure: string | null = null, woken = false): void {
     const runner = this.version!.runner as ImageRunner;
     const balancer = runner.balancer;
-    // The same instance again only while it is still in rotation (a retry may have waited meanwhile).
-    const u = balancer.take(avoid, woken) ?? (sameIfAlone && avoid && balancer.has(avoid) ? avoid : null);
+    let u = balancer.take(avoid, woken);
+    // A retry that may go back to its instance does so when no other one can take it now, while
+    // that instance is still in rotation with room (it may have waited meanwhile).
+    if ((u === null || u === 'wait') && sameIfAlone && avoid && balancer.hasRoom(avoid)) u = avoid;
     if (u === 'wait') {
       if (balancer.waitingCount >= MAX_WAITING) {
         this.fail(new GatewayError(503, 'QueueFull', `${this.version!.servedBy.label}: every instance has image.max_concurrency (${balancer.maxConcurrency}) requests in flight and ${MAX_WAITING} more wait; retry later`, { 'Retry-After': '1' }));
@@ -355,7 +357,8 @@ export class ProxyCall implements Exchange, LiveCall {
       return;
     }
     if (err.status >= 500 && err.status !== 503 && err.status !== 504) this.host.log(err);
-    const reply = errorReply(err, close);
+    // A body not read to its end (paused while waiting, say) is still in the connection: it closes after the answer.
+    const reply = errorReply(err, close || !this.bodyEnded);
     writeReply(this.res, reply, this.requestId, this.version?.servedBy.label ?? null);
     this.captured?.response.add(typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body);
     this.complete(err.status, err.message);

@@ -54,11 +54,6 @@ export class Balancer {
     return this.queue.size;
   }
 
-  /** Whether `u` is in rotation. */
-  has(u: Upstream): boolean {
-    return this.members.includes(u);
-  }
-
   /**
    * An instance for a request that counts against max_concurrency: as `pick`, among instances with
    * room; 'wait' when every instance in rotation is full (the caller `enqueue`s), null when none is
@@ -66,8 +61,10 @@ export class Balancer {
    */
   take(avoid: Upstream | null = null, queued = false): Upstream | 'wait' | null {
     const cap = this.maxConcurrency;
-    // First come, first served: while others wait, a newcomer waits behind them (`queued`: a woken waiter).
-    if (cap > 0 && !queued && this.queue.size > 0 && this.members.length > 0) return 'wait';
+    // First come, first served: a newcomer waits behind those waiting while there is no room, or
+    // while room has just come free for them (`queued`: a woken waiter). Room they cannot use (a
+    // retry avoiding that instance) is the newcomer's.
+    if (cap > 0 && !queued && this.queue.size > 0 && this.members.length > 0 && (this.wakeScheduled || !this.withRoom(null))) return 'wait';
     const u = this.pick(avoid);
     if (!u || cap <= 0 || u.outstanding < cap) return u;
     // The less loaded of the two drawn is full; another may have room.
@@ -104,6 +101,12 @@ export class Balancer {
   /** A waiter gave up (answered, gone, over its body limit). */
   withdraw(): void {
     this.queue.withdraw();
+    this.scheduleWake();
+  }
+
+  /** Whether `u` is in rotation and has room for one more request. */
+  hasRoom(u: Upstream): boolean {
+    return this.members.includes(u) && (this.maxConcurrency <= 0 || u.outstanding < this.maxConcurrency);
   }
 
   /** A request counted by `take` is done with its instance. */
