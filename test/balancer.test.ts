@@ -178,3 +178,25 @@ test('max_concurrency: room that a waiting retry cannot use (it avoids that inst
   a.outstanding = 1;
   assert.equal(b.take(), 'wait', 'with no room anywhere it queues');
 });
+
+describe('balancer reserve (WebSocket upgrades)', () => {
+  test('counts the place at once, waits for one when full, and leaves the queue when the caller goes', async () => {
+    const b = new Balancer(() => undefined, 1);
+    const u = new Upstream('a', '127.0.0.1', 1);
+    b.set([u]);
+    const first = await b.reserve('svc@1', 10_000, new AbortController().signal);
+    assert.equal(first, u);
+    assert.equal(u.outstanding, 1, 'counted before it resolves');
+    const gone = new AbortController();
+    const abandoned = b.reserve('svc@1', 10_000, gone.signal);
+    const waiting = b.reserve('svc@1', 10_000, new AbortController().signal);
+    assert.equal(b.waitingCount, 2);
+    gone.abort();
+    await assert.rejects(abandoned, (err: any) => err.status === 499);
+    assert.equal(b.waitingCount, 1);
+    b.release(u);
+    assert.equal(await waiting, u);
+    assert.equal(u.outstanding, 1);
+    assert.equal(b.waitingCount, 0);
+  });
+});

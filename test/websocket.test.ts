@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -489,6 +489,37 @@ describe('WebSocket relay to image services', () => {
       const logs = await fetch(`${gw.url}/v1/services/knobs-ws/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } }).then((r) => r.text());
       return logs.includes('ws close 4002 client-bye');
     });
+  });
+
+  test('with image.max_concurrency a relayed connection holds a place on its instance while it lasts', async () => {
+    const g = await startGateway({ modelsDir: tempDir('no-models-'), config: { limits: { request_timeout_ms: 1500 } } });
+    try {
+      const pkg = tempDir('knobs-cap-ws-');
+      copyFileSync(path.join(ROOT, 'test/fixtures/knobs-server/server.mjs'), path.join(pkg, 'server.mjs'));
+      const config = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/knobs-server/config.json'), 'utf8'));
+      writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, max_concurrency: 1 } }));
+      assert.equal((await api(g, 'POST', '/v1/models', { name: 'knobs-cap-ws', source: { path: pkg } })).status, 201);
+      await api(g, 'POST', '/v1/services', { name: 'knobs-cap-ws', auth: 'none', websocket: true, versions: [{ model: 'knobs-cap-ws', env: { WS_MODULE: wsModule } }] });
+      await waitForService(g, 'knobs-cap-ws', 'running');
+      const url = `${g.url.replace('http', 'ws')}/v1/infers/knobs-cap-ws`;
+      const first = await openWs(url);
+      await nextMessages(first, 1);
+      const noRoom = 'knobs-cap-ws@0.0.1: no instance had room within 1500 ms (limits.request_timeout_ms); each takes image.max_concurrency = 1 requests at a time';
+      const http = await fetch(`${g.url}/v1/infers/knobs-cap-ws/pid`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+      assert.equal(http.status, 504);
+      assert.equal(((await http.json()) as { error_msg: string }).error_msg, noRoom);
+      await assert.rejects(openWs(url), (err: any) => err.status === 504 && err.body.error_msg === noRoom);
+      // Closed, the connection gives its place back.
+      const done = closed(first);
+      first.close();
+      await done;
+      const again = await openWs(url);
+      await nextMessages(again, 1);
+      again.close();
+      await until('the place to come back once more', async () => (await fetch(`${g.url}/v1/infers/knobs-cap-ws/pid`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } })).status === 200);
+    } finally {
+      await g.stop();
+    }
   });
 
   test('an instance without a WebSocket endpoint refuses the upgrade with 502', async () => {

@@ -3,7 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Principal } from '../auth/tokens.js';
 import { versionAcquired, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { Upstream } from '../runtime/image/balancer.js';
+import { MAX_WAITING, noInstanceError, noRoomError, queueFullError, type Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
 import { HOP_BY_HOP, type Exchange, type ResponseHead, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
 import { errorReply, statusLine, writeReply } from './respond.js';
@@ -178,10 +178,7 @@ export class ProxyCall implements Exchange, LiveCall {
     // that instance is still in rotation with room (it may have waited meanwhile).
     if ((u === null || u === 'wait') && sameIfAlone && avoid && balancer.hasRoom(avoid)) u = avoid;
     if (u === 'wait') {
-      if (balancer.waitingCount >= MAX_WAITING) {
-        this.fail(new GatewayError(503, 'QueueFull', `${this.version!.servedBy.label}: every instance has image.max_concurrency (${balancer.maxConcurrency}) requests in flight and ${MAX_WAITING} more wait; retry later`, { 'Retry-After': '1' }));
-        return;
-      }
+      if (balancer.waitingCount >= MAX_WAITING) return this.fail(queueFullError(this.version!.servedBy.label, balancer.maxConcurrency));
       // uWebSockets.js' buffer is gone once this returns: a whole body waits as a copy.
       if (whole) this.sent!.push(Buffer.from(new Uint8Array(whole)));
       this.waitingFor = { avoid, sameIfAlone, failure };
@@ -193,7 +190,7 @@ export class ProxyCall implements Exchange, LiveCall {
     if (!u) {
       this.fail(failure !== null
         ? new GatewayError(502, 'UpstreamError', `${this.version!.servedBy.label}: ${failure}`)
-        : new GatewayError(503, 'NoInstance', `no instance of ${this.version!.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' }));
+        : noInstanceError(this.version!.servedBy.label));
       return;
     }
     u.outstanding++;
@@ -325,11 +322,7 @@ export class ProxyCall implements Exchange, LiveCall {
       (this.version!.runner as ImageRunner).balancer.failed(u);
     }
     const where = this.version ? this.version.servedBy.label : `service '${this.service.name}'`;
-    if (!this.gone) {
-      const cap = (this.version!.runner as ImageRunner).balancer.maxConcurrency;
-      this.fail(new GatewayError(504, 'UpstreamTimeout', `${where}: no instance had room within ${ms} ms (limits.request_timeout_ms); each takes image.max_concurrency = ${cap} requests at a time`));
-      return;
-    }
+    if (!this.gone) return this.fail(noRoomError(where, ms, (this.version!.runner as ImageRunner).balancer.maxConcurrency));
     this.fail(new GatewayError(504, 'UpstreamTimeout', `${where} did not answer within ${ms} ms (limits.request_timeout_ms)`));
   }
 
@@ -477,9 +470,6 @@ function headerValue(headers: string[], name: string): string {
   for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1]!;
   return '';
 }
-
-/** Requests of one version that may wait for room on its instances (image.max_concurrency) before 503. */
-const MAX_WAITING = 1024;
 
 /** How much past the limit is read and dropped before the connection is closed instead. */
 export const DISCARD_BYTES = 64 * 1024 * 1024;

@@ -9,7 +9,6 @@ import { openInference } from '../codecs/v2.js';
 import type { Decoded } from '../codecs/types.js';
 import { versionAcquired, type OnnxVersion, type RoutingTable, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError, notFound } from '../errors.js';
-import type { Balancer, Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
 import type { Job } from '../runtime/onnx/batcher.js';
 import type { HookContext } from '../runtime/onnx/protocol.js';
@@ -203,10 +202,13 @@ export class WebSocketFront {
     const upstreamPath = (forwardsPath ? apiPathOf(req.getUrl()) : '/') + (rest ? `?${rest}` : '');
 
     let aborted = false;
-    let upstream: UpstreamSocket | null = null;
+    let opened: OpenedUpstream | null = null;
+    const gone = new AbortController();
     res.onAborted(() => {
       aborted = true;
-      upstream?.terminate();
+      gone.abort();
+      opened?.socket.terminate();
+      opened?.release();
     });
     const finish = async (): Promise<void> => {
       const principal = caller instanceof Promise ? await caller : caller;
@@ -222,18 +224,28 @@ export class WebSocketFront {
         }
         const routed = { principal, ruleHeaders, setting: null as [string, string] | null };
         const version = this.front.route(service, routed);
-        const opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings);
-        upstream = opened.socket;
-        protocol = opened.socket.protocol;
-        make = (ws) => new RelaySocket(ws, opened, this.settings);
+        const relay = (opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings, gone.signal));
+        protocol = relay.socket.protocol;
+        make = (ws) => new RelaySocket(ws, relay, this.settings);
       } else {
         make = (ws) => new InferSocket(ws, this, service.id, token, principal, ruleHeaders, null);
       }
       if (aborted) {
-        upstream?.terminate();
+        opened?.socket.terminate();
+        opened?.release();
         return;
       }
-      res.cork(() => res.upgrade<Upgraded>({ make, session: null }, hs.key, protocol, hs.extensions, context));
+      let made = false;
+      const makeOnce: Upgraded['make'] = (ws) => {
+        made = true;
+        return make(ws);
+      };
+      res.cork(() => res.upgrade<Upgraded>({ make: makeOnce, session: null }, hs.key, protocol, hs.extensions, context));
+      // No connection came of the upgrade (the socket went in between): the instance's place goes back.
+      if (!made && opened) {
+        opened.socket.terminate();
+        opened.release();
+      }
     };
     finish().catch((err: unknown) => {
       if (!(err instanceof GatewayError)) this.logError(err);
@@ -638,8 +650,7 @@ class RelaySocket extends Throttled implements Session {
   }
 
   start(): void {
-    // The connection counts as load on its instance for balancing while it lasts.
-    this.opened.instance.outstanding++;
+    // The connection counts as load on its instance (for balancing and max_concurrency) while it lasts: since connectUpstream.
     this.opened.handover({
       message: (data, binary) => this.fromUpstream(data, binary),
       close: (code, reason) => this.end(relayable(code), reason),
@@ -675,7 +686,7 @@ class RelaySocket extends Throttled implements Session {
     this.isClosed = true;
     this.stopWatching();
     if (this.upstreamTimer) clearTimeout(this.upstreamTimer);
-    this.opened.balancer.release(this.opened.instance);
+    this.opened.release();
     // The client's close goes on to the instance as it came (a code no frame may carry, as 1000).
     if (this.up.readyState === UpstreamSocket.OPEN || this.up.readyState === UpstreamSocket.CONNECTING) this.up.close(sendable(code), Buffer.from(reason).subarray(0, 123));
   }
@@ -720,9 +731,8 @@ interface RelayEvents {
 /** An instance's WebSocket, open; what it says before the relay takes it over is kept for the relay. */
 interface OpenedUpstream {
   socket: UpstreamSocket;
-  instance: Upstream;
-  /** Its version's balancer, told when the connection no longer loads the instance. */
-  balancer: Balancer;
+  /** Gives the instance's place back (image.max_concurrency); once, whoever calls it first. */
+  release(): void;
   handover(to: RelayEvents): void;
 }
 
@@ -741,10 +751,15 @@ function sendable(code: number): number {
  * answers. Frames (or a close) the instance sends meanwhile, even with its 101, are kept and
  * handed over to the relay: none is lost between the two.
  */
-async function connectUpstream(version: ServiceVersion, path: string, protocol: string, requestId: string, setting: [string, string] | null, settings: WsSettings): Promise<OpenedUpstream> {
-  const runner = version.runner as ImageRunner;
-  const u = runner.balancer.pick(null);
-  if (!u) throw new GatewayError(503, 'NoInstance', `no instance of ${version.servedBy.label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' });
+async function connectUpstream(version: ServiceVersion, path: string, protocol: string, requestId: string, setting: [string, string] | null, settings: WsSettings, signal: AbortSignal): Promise<OpenedUpstream> {
+  const balancer = (version.runner as ImageRunner).balancer;
+  // The connection holds a place on its instance (image.max_concurrency) from here until it closes.
+  const u = await balancer.reserve(version.servedBy.label, settings.requestTimeoutMs, signal);
+  let held = true;
+  const release = (): void => {
+    if (held) balancer.release(u);
+    held = false;
+  };
   const headers: Record<string, string> = { 'x-request-id': requestId };
   if (setting) headers[setting[0]] = setting[1];
   const protocols = protocol ? protocol.split(',').map((p) => p.trim()).filter(Boolean) : [];
@@ -763,6 +778,7 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string): void => {
       sock.terminate();
+      release();
       reject(new GatewayError(502, 'UpstreamError', `${version.servedBy.label}: cannot open a WebSocket to instance ${u.id}: ${why}`));
     };
     sock.once('open', () => {
@@ -776,8 +792,7 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   });
   return {
     socket: sock,
-    instance: u,
-    balancer: runner.balancer,
+    release,
     handover(relay) {
       to = relay;
       for (const replay of early.splice(0)) replay(relay);

@@ -1,3 +1,4 @@
+import { GatewayError } from '../../errors.js';
 import { UpstreamPool } from './upstream.js';
 import { WaitQueue, type Waiter } from './wait-queue.js';
 
@@ -15,6 +16,18 @@ export class Upstream {
     this.pool = new UpstreamPool(host, port);
   }
 }
+
+/** Requests of one version that may wait for room on its instances (image.max_concurrency) before 503. */
+export const MAX_WAITING = 1024;
+
+export const noInstanceError = (label: string): GatewayError =>
+  new GatewayError(503, 'NoInstance', `no instance of ${label} is in rotation (failing health checks or restarting); retry shortly`, { 'Retry-After': '1' });
+
+export const queueFullError = (label: string, cap: number): GatewayError =>
+  new GatewayError(503, 'QueueFull', `${label}: every instance has image.max_concurrency (${cap}) requests in flight and ${MAX_WAITING} more wait; retry later`, { 'Retry-After': '1' });
+
+export const noRoomError = (label: string, ms: number, cap: number): GatewayError =>
+  new GatewayError(504, 'UpstreamTimeout', `${label}: no instance had room within ${ms} ms (limits.request_timeout_ms); each takes image.max_concurrency = ${cap} requests at a time`);
 
 /** Gateway failures in a row that eject an instance (Envoy's consecutive_gateway_failure default is 5). */
 export const EJECT_AFTER = 5;
@@ -90,6 +103,50 @@ export class Balancer {
       if (!any || m.outstanding < any.outstanding) any = m;
     }
     return healthy ?? (allEjected ? any : null);
+  }
+
+  /**
+   * `take` for a caller that can wait on a promise (a WebSocket upgrade): an instance with the
+   * request already counted on it (`release` it when done), after waiting up to `timeoutMs` for
+   * room; rejects with 503 or 504 as a proxied request would be answered, or when `signal` aborts.
+   */
+  reserve(label: string, timeoutMs: number, signal: AbortSignal): Promise<Upstream> {
+    const first = this.take();
+    if (first === null) return Promise.reject(noInstanceError(label));
+    if (first !== 'wait') {
+      first.outstanding++;
+      return Promise.resolve(first);
+    }
+    if (this.queue.size >= MAX_WAITING) return Promise.reject(queueFullError(label, this.maxConcurrency));
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        w.gone = true;
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+      };
+      const w = {
+        gone: false,
+        wake: (): void => {
+          const u = this.take(null, true);
+          if (u === 'wait') return this.queue.push(w);
+          done();
+          if (!u) return reject(noInstanceError(label));
+          // Counted before any other waiter is woken to the same room.
+          u.outstanding++;
+          resolve(u);
+        },
+      };
+      const giveUp = (err: GatewayError): void => {
+        if (w.gone) return;
+        done();
+        this.withdraw();
+        reject(err);
+      };
+      const onAbort = (): void => giveUp(new GatewayError(499, 'ClientGone', `the client went away while waiting for room on ${label}`));
+      const timer = setTimeout(() => giveUp(noRoomError(label, timeoutMs, this.maxConcurrency)), timeoutMs);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.enqueue(w);
+    });
   }
 
   /** Waits for room; `wake` runs when an instance has some (or the rotation changed). */
