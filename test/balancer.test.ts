@@ -198,5 +198,13 @@ describe('balancer reserve (WebSocket upgrades)', () => {
     assert.equal(await waiting, u);
     assert.equal(u.outstanding, 1);
     assert.equal(b.waitingCount, 0);
+    // A caller that went away before it asked takes no place, full or not.
+    const before = new AbortController();
+    before.abort();
+    await assert.rejects(b.reserve('svc@1', 10_000, before.signal), (err: any) => err.status === 499);
+    b.release(u);
+    await assert.rejects(b.reserve('svc@1', 10_000, before.signal), (err: any) => err.status === 499);
+    assert.equal(u.outstanding, 0);
+    assert.equal(b.waitingCount, 0);
   });
 });

@@ -224,6 +224,7 @@ export class WebSocketFront {
         }
         const routed = { principal, ruleHeaders, setting: null as [string, string] | null };
         const version = this.front.route(service, routed);
+        if (aborted) return; // gone while its token was checked: no place is taken for it
         const relay = (opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings, gone.signal));
         protocol = relay.socket.protocol;
         make = (ws) => new RelaySocket(ws, relay, this.settings);
@@ -777,11 +778,16 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   });
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string): void => {
+      signal.removeEventListener('abort', onAbort);
       sock.terminate();
       release();
       reject(new GatewayError(502, 'UpstreamError', `${version.servedBy.label}: cannot open a WebSocket to instance ${u.id}: ${why}`));
     };
+    // The client gone during the handshake: the instance's socket and place go at once.
+    const onAbort = (): void => fail('the client went away');
+    signal.addEventListener('abort', onAbort, { once: true });
     sock.once('open', () => {
+      signal.removeEventListener('abort', onAbort);
       sock.off('error', onError);
       sock.on('error', () => (to ? to.error() : early.push((t) => t.error())));
       resolve();

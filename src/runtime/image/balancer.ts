@@ -111,6 +111,9 @@ export class Balancer {
    * room; rejects with 503 or 504 as a proxied request would be answered, or when `signal` aborts.
    */
   reserve(label: string, timeoutMs: number, signal: AbortSignal): Promise<Upstream> {
+    const goneError = (): GatewayError => new GatewayError(499, 'ClientGone', `the client went away while waiting for room on ${label}`);
+    // An abort listener added after the abort never fires: a caller gone already takes no place.
+    if (signal.aborted) return Promise.reject(goneError());
     const first = this.take();
     if (first === null) return Promise.reject(noInstanceError(label));
     if (first !== 'wait') {
@@ -142,8 +145,9 @@ export class Balancer {
         this.withdraw();
         reject(err);
       };
-      const onAbort = (): void => giveUp(new GatewayError(499, 'ClientGone', `the client went away while waiting for room on ${label}`));
+      const onAbort = (): void => giveUp(goneError());
       const timer = setTimeout(() => giveUp(noRoomError(label, timeoutMs, this.maxConcurrency)), timeoutMs);
+      timer.unref();
       signal.addEventListener('abort', onAbort, { once: true });
       this.enqueue(w);
     });
