@@ -4,6 +4,7 @@ import net from 'node:net';
 import type { HealthConfig } from './config.js';
 import { deadline } from './deadline.js';
 import type { LaunchedInstance } from './launchers.js';
+import { hostPort } from './upstream.js';
 
 /**
  * One health check of an instance per the package's `health` block (ModelArts): HTTP GET of
@@ -63,8 +64,6 @@ export async function startupProbe(h: HealthConfig, inst: LaunchedInstance): Pro
 async function startupCheck(h: HealthConfig, inst: LaunchedInstance): Promise<string | null> {
   return (await probe(h, inst)) ?? (h.check_method === 'EXEC' ? tcpProbe(inst, h.timeout_seconds * 1000) : null);
 }
-
-const hostPort = (i: { host: string; port: number }): string => (i.host.includes(':') ? `[${i.host}]:${i.port}` : `${i.host}:${i.port}`);
 
 function tcpProbe(inst: LaunchedInstance, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {

@@ -5,6 +5,7 @@ import type { HealthConfig, ImageConfig } from './config.js';
 import { probe, startupProbe } from './health.js';
 import { launcherFor, type LaunchedInstance, type Launcher } from './launchers.js';
 import { lastOutput } from './output.js';
+import { hostPort } from './upstream.js';
 
 export interface ImageVersionOptions {
   /** "service s (model@version)", used in events. */
@@ -277,8 +278,6 @@ export class ImageRunner {
     this.balancer.set(this.slots.filter((s) => s.status === 'running' && s.upstream).map((s) => s.upstream!));
   }
 }
-
-const hostPort = (i: { host: string; port: number }): string => (i.host.includes(':') ? `[${i.host}]:${i.port}` : `${i.host}:${i.port}`);
 
 /** Resolves when the instance has answered what it was sent, or the drain budget is spent. */
 async function drained(u: Upstream, stop: () => boolean): Promise<void> {

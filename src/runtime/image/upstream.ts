@@ -118,6 +118,9 @@ export function parseHead(text: string): ResponseHead {
   return { status, reason, headers, block, length, chunked, keepAlive, bodiless };
 }
 
+/** `host:port`, with an IPv6 host in brackets (a Host header, a URL's authority). */
+export const hostPort = (i: { host: string; port: number }): string => (i.host.includes(':') ? `[${i.host}]:${i.port}` : `${i.host}:${i.port}`);
+
 export class UpstreamConnection {
   readonly socket: net.Socket;
   exchange: Exchange | null = null;
@@ -362,7 +365,7 @@ export class UpstreamPool {
   lastHead: ResponseHead | null = null;
 
   constructor(readonly host: string, readonly port: number) {
-    this.hostHeader = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.hostHeader = hostPort({ host, port });
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
   }
