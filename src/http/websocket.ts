@@ -202,19 +202,18 @@ export class WebSocketFront {
     const upstreamPath = (forwardsPath ? apiPathOf(req.getUrl()) : '/') + (rest ? `?${rest}` : '');
 
     let aborted = false;
-    let opened: OpenedUpstream | null = null;
+    // Ends a wait for room, or the instance's handshake, when the client goes (connectUpstream then rejects).
     const gone = new AbortController();
     res.onAborted(() => {
       aborted = true;
       gone.abort();
-      opened?.socket.terminate();
-      opened?.release();
     });
     const finish = async (): Promise<void> => {
       const principal = caller instanceof Promise ? await caller : caller;
       if (principal) this.access.require(principal, service.projectId, 'infer', `inference on service '${service.name}'`);
       let make: Upgraded['make'];
       let protocol = hs.protocol;
+      let opened: OpenedUpstream | null = null;
       if (service.kind === 'image') {
         // A relayed connection is one request to the service's limits; its frames are the instance's business.
         if (principal) this.front.chargeQuotas(principal);
@@ -225,7 +224,7 @@ export class WebSocketFront {
         const routed = { principal, ruleHeaders, setting: null as [string, string] | null };
         const version = this.front.route(service, routed);
         if (aborted) return; // gone while its token was checked: no place is taken for it
-        const relay = (opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings, gone.signal));
+        const relay: OpenedUpstream = (opened = await connectUpstream(version, upstreamPath, hs.protocol, requestId, routed.setting, this.settings, gone.signal));
         protocol = relay.socket.protocol;
         make = (ws) => new RelaySocket(ws, relay, this.settings);
       } else {
