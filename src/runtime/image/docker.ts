@@ -147,30 +147,10 @@ async function killExec(execId: string, containerId: string): Promise<void> {
   }
 }
 
-/**
- * `pid` and its descendants: from /proc's children lists where the kernel has them, else from
- * every process' parent in /proc (read without blocking the event loop).
- */
+/** `pid` and its descendants, from one pass over every process' parent in /proc (read without blocking the event loop). */
 async function processTree(pid: number): Promise<number[]> {
-  const childrenOf = await childLists().catch(() => null);
-  const tree = [pid];
-  for (let i = 0; i < tree.length && tree.length < 10_000; i++) tree.push(...(await (childrenOf ? childrenOf(tree[i]!) : Promise.resolve([]))));
-  return tree;
-}
-
-/** A lookup of a process' children: the kernel's lists, or a map built from one pass over /proc. */
-async function childLists(): Promise<(pid: number) => Promise<number[]>> {
-  if (await readFile(`/proc/${process.pid}/task/${process.pid}/children`).then(() => true, () => false)) {
-    return async (pid) => {
-      const out: number[] = [];
-      for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-        for (const c of (await readFile(`/proc/${pid}/task/${tid}/children`, 'latin1').catch(() => '')).split(' ')) if (c) out.push(Number(c));
-      }
-      return out;
-    };
-  }
   const byParent = new Map<number, number[]>();
-  for (const name of await readdir('/proc')) {
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(name)) continue;
     const stat = await readFile(`/proc/${name}/stat`, 'latin1').catch(() => null);
     if (stat === null) continue; // exited meanwhile
@@ -179,7 +159,9 @@ async function childLists(): Promise<(pid: number) => Promise<number[]>> {
     list.push(Number(name));
     byParent.set(ppid, list);
   }
-  return async (pid) => byParent.get(pid) ?? [];
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...(byParent.get(tree[i]!) ?? []));
+  return tree;
 }
 
 const INSTANCE_LABEL = 'infergate.instance';
