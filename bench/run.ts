@@ -878,6 +878,7 @@ function resultsMarkdown(
   opts: { seconds: number; warmup: number; connections: number; tool: string; toolNote: string; started: Date },
 ): string {
   const cpus = os.cpus();
+  const cpuBounds = cpuBoundTable(rows);
   const lines = [
     '# Benchmark results',
     '',
@@ -920,13 +921,13 @@ function resultsMarkdown(
     '',
     ...addedTable(rows),
     '',
-    ...(cpuBoundTable(rows).length
+    ...(cpuBounds.length
       ? [
           '## What the CPU allows',
           '',
           `CPU time per request (the Raw table's last columns, from /proc) bounds each ratio twice: by the server's busiest thread at 100 % (the limit while it runs on one thread), and by all ${os.availableParallelism()} cores busy with the server, its upstream and wrk at their present CPU per request (the limit any number of threads meets; beyond it only less work per request helps).`,
           '',
-          ...cpuBoundTable(rows),
+          ...cpuBounds,
           '',
         ]
       : []),
@@ -1015,7 +1016,8 @@ async function main(): Promise<void> {
   console.log(['', ...table(rows), ''].join('\n'));
   for (const l of ratios(rows)) console.log(ratioText(l));
   console.log(['', ...addedTable(rows)].join('\n'));
-  if (cpuBoundTable(rows).length) console.log(['', ...cpuBoundTable(rows)].join('\n'));
+  const cpuBounds = cpuBoundTable(rows);
+  if (cpuBounds.length) console.log(['', ...cpuBounds].join('\n'));
   if (memory.length) console.log(['', ...memoryTable(memory)].join('\n'));
 
   // A run missing a scenario, by choice or for want of a tool, never overwrites the full results.
