@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Balancer, EJECT_AFTER, Upstream } from '../src/runtime/image/balancer.js';
+import { Balancer, EJECT_AFTER, MAX_WAITING, Upstream } from '../src/runtime/image/balancer.js';
 
 /** Outlier ejection on its own clock: `failed(u, now)` takes the time, so hours pass in a loop. */
 describe('balancer ejection', () => {
@@ -207,4 +207,28 @@ describe('balancer reserve (WebSocket upgrades)', () => {
     assert.equal(u.outstanding, 0);
     assert.equal(b.waitingCount, 0);
   });
+});
+
+test('reserve: 503 QueueFull past MAX_WAITING waiting, 503 NoInstance with none in rotation, 504 when no room comes', async () => {
+  const b = new Balancer(() => undefined, 1);
+  const u = new Upstream('a', '127.0.0.1', 1);
+  b.set([u]);
+  u.outstanding = 1;
+  const waiters = Array.from({ length: MAX_WAITING }, () => ({ gone: false, wake(): void {} }));
+  for (const w of waiters) b.enqueue(w);
+  await assert.rejects(b.reserve('svc@1', 10_000, new AbortController().signal), (err: any) =>
+    err.status === 503 && err.code === 'IG.503.QueueFull' && err.message === `svc@1: every instance has image.max_concurrency (1) requests in flight and ${MAX_WAITING} more wait; retry later`);
+  for (const w of waiters) {
+    w.gone = true;
+    b.withdraw();
+  }
+  // The wait's timer does not hold a process open; this test's interval does.
+  const keepAlive = setInterval(() => undefined, 1000);
+  await assert.rejects(b.reserve('svc@1', 20, new AbortController().signal), (err: any) =>
+    err.status === 504 && err.message === 'svc@1: no instance had room within 20 ms (limits.request_timeout_ms); each takes image.max_concurrency = 1 requests at a time');
+  clearInterval(keepAlive);
+  assert.equal(b.waitingCount, 0, 'the timed-out waiter left the queue');
+  b.set([]);
+  await assert.rejects(b.reserve('svc@1', 10_000, new AbortController().signal), (err: any) =>
+    err.status === 503 && err.code === 'IG.503.NoInstance' && /^no instance of svc@1 is in rotation/.test(err.message));
 });
