@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import { processTree } from '../src/runtime/image/process-tree.js';
 
 /** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on every Linux we run on). */
 const HZ = ((): number => {
@@ -50,31 +51,12 @@ interface ProcessSample {
   threads: Map<string, number>;
 }
 
-/** `pid` and its descendants (nginx's workers are children of its master; image instances of the gateway). */
-function processTree(pid: number): number[] {
-  const parentOf = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${name}/stat`, 'latin1');
-    } catch {
-      continue; // exited meanwhile
-    }
-    const ppid = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]);
-    const list = parentOf.get(ppid) ?? [];
-    list.push(Number(name));
-    parentOf.set(ppid, list);
-  }
-  const tree = [pid];
-  for (let i = 0; i < tree.length; i++) tree.push(...(parentOf.get(tree[i]!) ?? []));
-  return tree;
-}
-
-/** CPU of a process tree: the sum, and each thread's by thread id (thread ids are unique machine-wide). */
-function sampleProcess(pid: number): ProcessSample {
-  const tree = processTree(pid);
-  if (statTicks(`/proc/${pid}/stat`) === undefined) return { total: undefined, threads: new Map() };
+/**
+ * CPU of a process tree (`tree[0]` and its descendants, as found when the window opened: nginx's
+ * workers, a gateway's image instances): the sum, and each thread's by thread id (unique machine-wide).
+ */
+function sampleProcess(tree: number[]): ProcessSample {
+  if (statTicks(`/proc/${tree[0]}/stat`) === undefined) return { total: undefined, threads: new Map() };
   const threads = new Map<string, number>();
   let total = 0;
   for (const p of tree) {
@@ -104,27 +86,31 @@ export class CpuWindow {
   private readonly upstream: ProcessSample | null;
   private readonly children: number | undefined;
 
+  private constructor(private readonly serverTree: number[], private readonly upstreamTree: number[] | null) {
+    this.server = sampleProcess(serverTree);
+    this.upstream = upstreamTree === null ? null : sampleProcess(upstreamTree);
+    this.children = statTicks('/proc/self/stat', true);
+  }
+
   /**
    * `serverPid` and `upstreamPid` run through the window; the load generator is a child of this
    * process that exits inside it, so its time is read from this process' reaped-children total.
    */
-  constructor(private readonly serverPid: number, private readonly upstreamPid: number | null) {
-    this.server = sampleProcess(serverPid);
-    this.upstream = upstreamPid === null ? null : sampleProcess(upstreamPid);
-    this.children = statTicks('/proc/self/stat', true);
+  static async open(serverPid: number, upstreamPid: number | null): Promise<CpuWindow> {
+    return new CpuWindow(await processTree(serverPid), upstreamPid === null ? null : await processTree(upstreamPid));
   }
 
   finish(requests: number): CpuPerRequest {
     if (!(requests > 0) || this.server.total === undefined) return {};
     const us = (ticks: number): number => (ticks / HZ / requests) * 1e6;
-    const server = sampleProcess(this.serverPid);
+    const server = sampleProcess(this.serverTree);
     const out: CpuPerRequest = {};
     if (server.total !== undefined) out.server = us(server.total - this.server.total);
     let busiest = 0;
     for (const [tid, t] of server.threads) busiest = Math.max(busiest, t - (this.server.threads.get(tid) ?? 0));
     out.serverThread = us(busiest);
-    if (this.upstream && this.upstreamPid !== null) {
-      const now = sampleProcess(this.upstreamPid).total;
+    if (this.upstream && this.upstreamTree !== null) {
+      const now = sampleProcess(this.upstreamTree).total;
       if (now !== undefined && this.upstream.total !== undefined) out.upstream = us(now - this.upstream.total);
     }
     const children = statTicks('/proc/self/stat', true);

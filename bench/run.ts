@@ -825,7 +825,7 @@ async function measure(s: Scenario, seconds: number, warmup: number, defaultConn
     await run(warmup);
     if (server.dead) throw new Error(`${s.name} died during warm-up; its output:\n${server.tail()}`);
     console.log(`   measuring ${seconds} s, ${connections} connections`);
-    const window = new CpuWindow(server.pid, server.upstreamPid ?? null);
+    const window = await CpuWindow.open(server.pid, server.upstreamPid ?? null);
     const result = await run(seconds);
     if (server.dead) throw new Error(`${s.name} died during the measurement; its output:\n${server.tail()}`);
     const cpu = window.finish(result.rps * result.duration_s);

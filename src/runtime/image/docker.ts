@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { expandArgs, type LaunchContext, type LaunchedInstance, type Launcher } from './launchers.js';
 import { deadline } from './deadline.js';
 import { lastOutput, OutputTail } from './output.js';
+import { processTree } from './process-tree.js';
 
 /** Where the Docker Engine API answers: DOCKER_HOST (unix:// or tcp://), else the standard socket. */
 export function dockerEndpoint(): { socketPath?: string; host?: string; port?: number; shown: string } {
@@ -145,23 +146,6 @@ async function killExec(execId: string, containerId: string): Promise<void> {
       // gone already, or not ours to see or kill
     }
   }
-}
-
-/** `pid` and its descendants, from one pass over every process' parent in /proc (read without blocking the event loop). */
-async function processTree(pid: number): Promise<number[]> {
-  const byParent = new Map<number, number[]>();
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'latin1').catch(() => null);
-    if (stat === null) continue; // exited meanwhile
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const list = byParent.get(ppid) ?? [];
-    list.push(Number(name));
-    byParent.set(ppid, list);
-  }
-  const tree = [pid];
-  for (let i = 0; i < tree.length; i++) tree.push(...(byParent.get(tree[i]!) ?? []));
-  return tree;
 }
 
 const INSTANCE_LABEL = 'infergate.instance';
