@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,12 +34,20 @@ export interface GatewayOptions {
 
 /** Gateways still running when a test file ends (a failed test skipped its stop) are killed then. */
 const running = new Set<ChildProcess>();
-after(() => {
-  for (const p of running) p.kill('SIGKILL');
+/** Folders made by tempDir, removed when the test file ends (after its gateways are gone). */
+const made: string[] = [];
+after(async () => {
+  const live = [...running].filter((p) => p.exitCode === null && p.signalCode === null);
+  const exits = live.map((p) => new Promise((resolve) => p.once('exit', resolve)));
+  for (const p of live) p.kill('SIGKILL');
+  await Promise.all(exits);
+  for (const dir of made) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 });
 
 export function tempDir(prefix = 'infergate-test-'): string {
-  return mkdtempSync(path.join(tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 /** Starts the real gateway binary on an ephemeral port and resolves once it prints its listening line. */
