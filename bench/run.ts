@@ -5,6 +5,8 @@
 //   BENCH_ONLY=bare_uws,fastify_ort npm run bench   a subset, writes bench/out/RESULTS.partial.md
 //
 // Environment: BENCH_SECONDS (default 10), BENCH_WARMUP_SECONDS (2), BENCH_CONNECTIONS (64),
+// BENCH_ROUNDS (3: every scenario is measured once per round, rounds one after another; each
+// ratio is the median of its per-round ratios, and the Raw table shows each scenario's median round),
 // BENCH_ONLY, BENCH_RESULTS (output path override), BENCH_TOOL=autocannon, BENCH_INSTALL=1,
 // BENCH_CCFRAUD_MODEL (model for fastify_ort; default models/ccfraud/model.onnx),
 // BENCH_INFERGATE_MAIN (the CLI to start; default dist/src/cli/main.js), BENCH_SOAK_SECONDS
@@ -708,6 +710,21 @@ interface Measured {
   result: Measurement;
   /** CPU µs per request during the measured window (Linux) */
   cpu: CpuPerRequest;
+  /** The scenario's rate (rate()) in each round, in round order; `result` is the median one. */
+  perRound: number[];
+}
+
+/** One scenario's measurements, a round each: the median round stands for it, the others are kept for the ratios. */
+function medianRound(scenario: Scenario, rounds: Omit<Measured, 'scenario' | 'perRound'>[]): Measured {
+  const perRound = rounds.map((r) => r.result.rps * (scenario.rowsPerRequest ?? 1));
+  const order = perRound.map((_v, i) => i).sort((a, b) => perRound[a]! - perRound[b]!);
+  return { scenario, ...rounds[order[(order.length - 1) >> 1]!]!, perRound };
+}
+
+/** The median (the lower middle of an even count, so a value that was measured). */
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[(sorted.length - 1) >> 1]!;
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -758,20 +775,29 @@ function table(rows: Measured[]): string[] {
 interface RatioLine {
   ratio: Ratio;
   value: number | undefined;
+  /** The ratio within each round (both scenarios measured minutes apart at most). */
+  perRound: number[];
   verdict: 'PASS' | 'MISS' | 'n/a' | 'context';
 }
 
+/**
+ * Each ratio is taken within each round, so both sides were measured close together on a VM whose
+ * speed drifts, and the median of those is the value judged.
+ */
 function ratios(rows: Measured[]): RatioLine[] {
-  const rps = new Map(rows.map((m) => [m.scenario.name, rate(m)]));
+  const byName = new Map(rows.map((m) => [m.scenario.name, m.perRound]));
   return RATIOS.map((ratio) => {
-    const a = rps.get(ratio.numerator);
-    const b = rps.get(ratio.denominator);
-    if (a === undefined || b === undefined || b === 0) return { ratio, value: undefined, verdict: 'n/a' as const };
-    const value = a / b;
-    if (ratio.target === undefined) return { ratio, value, verdict: 'context' as const };
-    return { ratio, value, verdict: value >= ratio.target ? ('PASS' as const) : ('MISS' as const) };
+    const a = byName.get(ratio.numerator);
+    const b = byName.get(ratio.denominator);
+    const perRound = a && b ? a.slice(0, b.length).map((x, i) => x / b[i]!).filter((x) => Number.isFinite(x)) : [];
+    if (!perRound.length) return { ratio, value: undefined, perRound, verdict: 'n/a' as const };
+    const value = median(perRound);
+    if (ratio.target === undefined) return { ratio, value, perRound, verdict: 'context' as const };
+    return { ratio, value, perRound, verdict: value >= ratio.target ? ('PASS' as const) : ('MISS' as const) };
   });
 }
+
+const roundsText = (l: RatioLine): string => (l.perRound.length > 1 ? l.perRound.map(fmt.ratio).join(', ') : '-');
 
 /**
  * What the CPU columns say about each target: the ratio the numerator would reach at its present
@@ -806,12 +832,12 @@ function ratioText(l: RatioLine): string {
   const target = l.ratio.target === undefined ? 'no target' : `target ≥ ${l.ratio.target}`;
   return l.value === undefined
     ? `${name}: n/a (needs both scenarios; ${target})`
-    : `${name}: ${fmt.ratio(l.value)}  (${target}) ${l.verdict}`;
+    : `${name}: ${fmt.ratio(l.value)}  (${target}) ${l.verdict}${l.perRound.length > 1 ? `  rounds: ${roundsText(l)}` : ''}`;
 }
 
-async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number): Promise<Omit<Measured, 'scenario'>> {
+async function measure(s: Scenario, seconds: number, warmup: number, defaultConnections: number, round: string): Promise<Omit<Measured, 'scenario' | 'perRound'>> {
   const connections = s.connections ?? defaultConnections;
-  console.log(`\n== ${s.name}: ${s.description}`);
+  console.log(`\n== ${s.name}${round}: ${s.description}`);
   const server = await s.start();
   console.log(`   started pid ${server.pid} on port ${server.port}`);
   try {
@@ -875,7 +901,7 @@ function resultsMarkdown(
   memory: MemoryResult[],
   skipped: string[],
   notRun: NotRun[],
-  opts: { seconds: number; warmup: number; connections: number; tool: string; toolNote: string; started: Date },
+  opts: { seconds: number; warmup: number; connections: number; rounds: number; tool: string; toolNote: string; started: Date },
 ): string {
   const cpus = os.cpus();
   const cpuBounds = cpuBoundTable(rows);
@@ -887,7 +913,7 @@ function resultsMarkdown(
       `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()} (${os.arch()})`,
     `- Node: ${process.version}`,
     `- Load tool: ${opts.tool} (${opts.toolNote})`,
-    `- Load: ${opts.connections} connections, ${opts.tool.startsWith('wrk') ? '1 wrk thread' : 'autocannon in the bench process (latency in whole ms)'}, ${opts.warmup} s warm-up then ${opts.seconds} s measured per scenario; ` +
+    `- Load: ${opts.connections} connections, ${opts.tool.startsWith('wrk') ? '1 wrk thread' : 'autocannon in the bench process (latency in whole ms)'}, ${opts.warmup} s warm-up then ${opts.seconds} s measured per scenario and round, ${opts.rounds} round${opts.rounds > 1 ? 's' : ''}; ` +
       'batch-1 pandas-records body (`[{"tensor":[29 floats]}]`, `application/json; format=pandas-records`); ' +
       'servers run one at a time on 127.0.0.1, the load generator on the same machine',
     ...(rows.some((m) => m.scenario.rowsPerRequest)
@@ -909,11 +935,11 @@ function resultsMarkdown(
     '',
     '## Ratios (SPEC §14 targets)',
     '',
-    '| ratio | value | target | verdict |',
-    '|---|---:|---:|---|',
+    '| ratio | value (median of the rounds) | per round | target | verdict |',
+    '|---|---:|---|---:|---|',
     ...ratios(rows).map(
       (l) =>
-        `| ${l.ratio.numerator}/${l.ratio.denominator} | ${l.value === undefined ? 'n/a' : fmt.ratio(l.value)} | ` +
+        `| ${l.ratio.numerator}/${l.ratio.denominator} | ${l.value === undefined ? 'n/a' : fmt.ratio(l.value)} | ${roundsText(l)} | ` +
         `${l.ratio.target === undefined ? '—' : `≥ ${l.ratio.target}`} | ${l.verdict} |`,
     ),
     '',
@@ -938,8 +964,9 @@ function resultsMarkdown(
     ...(memory.length
       ? ['## Memory (SPEC §14)', '', ...memoryTable(memory), '', ...memory.map((r) => `- \`${r.name}\`: ${r.description}`), '']
       : []),
-    'These numbers are from one run (one sample per scenario, taken sequentially in the same ' +
-      'invocation). Absolute requests/s drift between runs and machines; the ratios are what the targets are about.',
+    `These numbers are from one run of ${opts.rounds} round${opts.rounds > 1 ? 's' : ''} (each round measures every scenario once, one after another; ` +
+      'the Raw table shows each scenario\'s median round, and each ratio is the median of the ratios within the rounds). ' +
+      'Absolute requests/s drift between runs and machines; the ratios are what the targets are about.',
     '',
   ];
   return lines.join('\n');
@@ -950,6 +977,7 @@ async function main(): Promise<void> {
   const seconds = envNumber('BENCH_SECONDS', 10);
   const warmup = envNumber('BENCH_WARMUP_SECONDS', 2);
   const connections = Math.round(envNumber('BENCH_CONNECTIONS', 64));
+  const rounds = Math.round(envNumber('BENCH_ROUNDS', 3));
   const only = (process.env.BENCH_ONLY ?? '')
     .split(',')
     .map((s) => s.trim())
@@ -975,21 +1003,26 @@ async function main(): Promise<void> {
   for (const n of notRun) console.log(`bench: SKIPPING ${n.name}: ${n.why}`);
   console.log(`bench: scenarios ${chosen.map((s) => s.name).join(', ')}${skipped.length ? ` (skipped: ${skipped.join(', ')})` : ''}`);
 
-  const rows: Measured[] = [];
+  const measured = new Map<Scenario, Omit<Measured, 'scenario' | 'perRound'>[]>(chosen.map((s) => [s, []]));
+  const soFar = (): Measured[] => chosen.filter((s) => measured.get(s)!.length).map((s) => medianRound(s, measured.get(s)!));
   try {
-    for (const s of chosen) {
-      try {
-        rows.push({ scenario: s, ...(await measure(s, seconds, warmup, connections)) });
-      } catch (err) {
-        console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
-        if (rows.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(rows)].join('\n'));
-        process.exitCode = 1;
-        return;
+    for (let round = 1; round <= rounds; round++) {
+      for (const s of chosen) {
+        try {
+          measured.get(s)!.push(await measure(s, seconds, warmup, connections, rounds > 1 ? ` (round ${round}/${rounds})` : ''));
+        } catch (err) {
+          console.error(`\nbench: ABORTED in scenario ${s.name}: ${err instanceof Error ? err.message : String(err)}`);
+          const partial = soFar();
+          if (partial.length) console.error(['', 'measured before the abort (not written to RESULTS.md):', ...table(partial)].join('\n'));
+          process.exitCode = 1;
+          return;
+        }
       }
     }
   } finally {
     await stopSharedUpstream();
   }
+  const rows = soFar();
   const memory: MemoryResult[] = [];
   const deps: MemoryDeps = {
     root: ROOT,
@@ -1030,7 +1063,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(
     outFile,
-    resultsMarkdown(rows, memory, skipped, notRun, { seconds, warmup, connections, tool: tool.version, toolNote: tool.note, started }),
+    resultsMarkdown(rows, memory, skipped, notRun, { seconds, warmup, connections, rounds, tool: tool.version, toolNote: tool.note, started }),
   );
   console.log(`\nbench: wrote ${relative(process.cwd(), outFile) || outFile}${partial ? ' (partial run)' : ''}`);
   for (const n of notRun) console.log(`bench: NOT MEASURED: ${n.name}: ${n.why}`);
