@@ -20,6 +20,8 @@
 // are chosen by BENCH_ONLY like them.
 //
 // Adding a scenario: push a Scenario onto SCENARIOS (and a Ratio onto RATIOS if it has a target).
+// First, as in the gateway: ONNX Runtime's telemetry off (inherited by the servers this starts).
+import '../src/runtime/onnx/telemetry.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';

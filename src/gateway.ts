@@ -1,3 +1,5 @@
+// First: ONNX Runtime's telemetry switch must be set before the library loads.
+import './runtime/onnx/telemetry.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Access } from './auth/access.js';
 import { ExternalIssuer } from './auth/external.js';

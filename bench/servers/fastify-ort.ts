@@ -6,6 +6,8 @@
 // Model: $BENCH_CCFRAUD_MODEL, default models/ccfraud/model.onnx (relative to the cwd):
 //   input `tensor` [N,29] float32 -> output `dense_1` [N,1] float32.
 // Prints `listening <port>` on stdout when ready.
+// First, as in the gateway: ONNX Runtime's telemetry off, so both sides run the same library.
+import '../../src/runtime/onnx/telemetry.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';

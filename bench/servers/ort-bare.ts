@@ -7,6 +7,8 @@
 //   GET /run?seconds=S  runs for S seconds and answers {"runs", "seconds", "rows", "p50_ms", "p99_ms"}.
 // Usage: node dist/bench/servers/ort-bare.js <port> [rows]   (rows default 10000)
 // Model: $BENCH_CCFRAUD_MODEL, default models/ccfraud/model.onnx. Prints `listening <port>` when ready.
+// First, as in the gateway: ONNX Runtime's telemetry off, so both sides run the same library.
+import '../../src/runtime/onnx/telemetry.js';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { resolve } from 'node:path';

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: ONNX Runtime's telemetry switch must be set before the library loads.
+import '../runtime/onnx/telemetry.js';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { ConfigError, loadConfig } from '../config/config.js';

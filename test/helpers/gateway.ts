@@ -30,6 +30,8 @@ export interface GatewayOptions {
   env?: Record<string, string>;
   /** Reuse a data directory (restart tests); a fresh one otherwise. */
   dataDir?: string;
+  /** Variables of the test's environment the gateway must not see. */
+  unsetEnv?: string[];
 }
 
 /** Gateways still running when a test file ends (a failed test skipped its stop) are killed then. */
@@ -59,7 +61,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
     writeFileSync(file, JSON.stringify(opts.config));
     args.push('--config', file);
   }
-  const proc = spawn(process.execPath, args, { env: { ...process.env, INFERGATE_LOG_LEVEL: 'warn', INFERGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env: NodeJS.ProcessEnv = { ...process.env, INFERGATE_LOG_LEVEL: 'warn', INFERGATE_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env };
+  for (const name of opts.unsetEnv ?? []) delete env[name];
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
