@@ -451,8 +451,17 @@ describe('error responses', () => {
       expectError(a, 404, 'IG.404.VersionNotFound', /service 'iris' has no version '9\.9\.9'/);
     });
 
+    test('GET /v1/infers/iris without Upgrade → 426 UpgradeRequired with Upgrade: websocket (GET there opens a WebSocket)', async () => {
+      for (const path of ['/v1/infers/iris', '/v1/infers/iris/predict']) {
+        const a = await request(`${gw.url}${path}`, {});
+        expectError(a, 426, 'IG.426.UpgradeRequired', new RegExp(`^GET on ${path.replace(/\//g, '\\/')} opens a WebSocket: send Upgrade: websocket, or POST the request$`));
+        assert.equal(a.headers.get('upgrade'), 'websocket');
+        assert.equal(a.headers.get('allow'), null);
+      }
+    });
+
     for (const [method, path, allow, use] of [
-      ['GET', '/v1/infers/iris', 'GET, POST', 'POST, or GET with Upgrade: websocket'],
+      ['PUT', '/v1/infers/iris', 'GET, POST', 'POST, or GET with Upgrade: websocket'],
       ['PUT', '/v1/infers/iris/predict', 'GET, POST', 'POST, or GET with Upgrade: websocket'],
       ['DELETE', '/v2/models/iris/infer', 'POST', 'POST'],
       ['GET', '/ml/v4/deployments/iris/predictions', 'POST', 'POST'],
@@ -487,7 +496,7 @@ describe('error responses', () => {
       }
       // A refusal to HEAD has no body either.
       const refused = await exchange('HEAD /v1/infers/iris HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-      assert.match(refused, /^HTTP\/1\.1 405 Method Not Allowed\r\n[\s\S]*\r\n\r\n$/, refused);
+      assert.match(refused, /^HTTP\/1\.1 426 Upgrade Required\r\n[\s\S]*\r\n\r\n$/, refused);
     });
 
     test('a known path with a method it does not take → 405 naming the methods it does, in Allow too', async () => {

@@ -156,6 +156,17 @@ describe('JSON shapes against direct model runs', () => {
       assert.deepEqual(a.json.predictions[0].values, (await fraudDirect(fraud)).map((r) => [r[0]]));
     });
 
+    test('Watson ML without fields: each row is the one input\'s row', async () => {
+      const a = await postJson(`${gw.url}/ml/v4/deployments/ccfraud/predictions`, { input_data: [{ values: fraud }] });
+      assert.equal(a.status, 200, a.text);
+      assert.deepEqual(a.json.predictions[0].values, (await fraudDirect(fraud)).map((r) => [r[0]]));
+      // A row of another length cannot be the input's row; the refusal says what a row holds without fields.
+      const short = await postJson(`${gw.url}/ml/v4/deployments/ccfraud/predictions`, { input_data: [{ values: [fraud[0]!.slice(0, 28)] }] });
+      assert.equal(short.status, 400, short.text);
+      assert.equal(short.json.error_code, 'IG.400.WrongShape');
+      assert.match(short.json.error_msg, /^'input_data\[0\]\.values' row 0: expected 1 value \(one per model input: 'tensor'; no "fields" were sent\) or 29 values \(a row of 'tensor'\), got 28$/);
+    });
+
     test('Open Inference Protocol v2 flat data', async () => {
       const a = await postJson(`${gw.url}/v2/models/ccfraud/infer`, { inputs: [{ name: 'tensor', shape: [fraud.length, 29], datatype: 'FP32', data: fraud.flat() }] });
       assert.equal(a.status, 200, a.text);

@@ -183,8 +183,10 @@ describe('image models (SPEC §8.2)', () => {
       const dir = tempDir('py-pkg-');
       copyFileSync(path.join(PY_SERVER, 'server.py'), path.join(dir, 'server.py'));
       const config = JSON.parse(readFileSync(path.join(PY_SERVER, 'config.json'), 'utf8')) as { image: Record<string, unknown> };
-      // Python's server listens with a backlog of 5: more connections at once are dropped and retried a second later.
-      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, env, max_concurrency: 4 } }));
+      // The package's own max_concurrency (4) is what lets it take 120 at once: Python's server listens
+      // with a backlog of 5, and more connections at once are dropped and retried a second later.
+      assert.equal(config.image['max_concurrency'], 4);
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, env } }));
       await deploy(gw, name, dir);
       const answers = await Promise.all(Array.from({ length: 120 }, (_, i) =>
         postJson(`${gw.url}/v1/infers/${name}/score?n=${i}`, { data: { req_data: [{ a: i, b: 0.5 }, { a: 1 }] } }, undefined, { 'x-request-id': `py-${i}` })));
@@ -605,6 +607,34 @@ describe('image models (SPEC §8.2)', () => {
   });
 });
 
+describe('the docker launcher where no engine runs (DOCKER_HOST set by the test)', () => {
+  test('no socket: a docker deployment fails saying so; a socket nobody listens on: the start is quiet and the deployment fails with the engine\'s error', async () => {
+    const dir = tempDir('no-engine-');
+    const missing = path.join(dir, 'missing.sock');
+    let gw = await startGateway({ modelsDir: tempDir('no-models-'), env: { DOCKER_HOST: `unix://${missing}`, INFERGATE_LOG_LEVEL: 'info' } });
+    try {
+      await deploy(gw, 'dockerized', knobsPackage({ image: { image: 'example.com/model:1.0', port: 8080 } }), {}, 'failed');
+      const evs = await events(gw, 'dockerized');
+      assert.ok(evs.some((m) => m.includes(`no Docker engine here: ${missing} does not exist (start Docker, set DOCKER_HOST, or give the package image.command to run it with the process launcher)`)), evs.join('\n'));
+    } finally {
+      await gw.stop();
+    }
+    // Docker installed but stopped: its socket is there and refuses. No container of it can be running.
+    const refusing = path.join(dir, 'refusing.sock');
+    writeFileSync(refusing, '');
+    gw = await startGateway({ modelsDir: tempDir('no-models-'), env: { DOCKER_HOST: `unix://${refusing}`, INFERGATE_LOG_LEVEL: 'info' } });
+    try {
+      await deploy(gw, 'dockerized', knobsPackage({ image: { image: 'example.com/model:1.0', port: 8080 } }), {}, 'failed');
+      const evs = await events(gw, 'dockerized');
+      assert.ok(evs.some((m) => m.includes(`Docker Engine API at ${refusing}: connect ECONNREFUSED ${refusing}`)), evs.join('\n'));
+      // Logged (if at all) before the listening line, long before the deployment's events.
+      assert.doesNotMatch(gw.stderr(), /could not look for Docker containers/, 'a stopped engine is no news at every start');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe('high-speed channel for ONNX services (SPEC §5.6)', () => {
   let gw: RunningGateway;
   before(async () => {
@@ -643,9 +673,14 @@ describe('high-speed channel for ONNX services (SPEC §5.6)', () => {
     assert.deepEqual((await answers)[0], routed.json);
     sock.close();
     assert.equal(await counted(gw, 'fast-iris'), countedBefore + 1, 'nor are direct WebSocket messages');
-    const wrong = await fetch(`http://127.0.0.1:${ep.port}/`);
+    const plainGet = await fetch(`http://127.0.0.1:${ep.port}/`);
+    assert.equal(plainGet.status, 426);
+    assert.equal(plainGet.headers.get('upgrade'), 'websocket');
+    assert.match(((await plainGet.json()) as { error_msg: string }).error_msg, /^GET on the high-speed listener \(\/\) opens a WebSocket: send Upgrade: websocket, or POST the request$/);
+    const wrong = await fetch(`http://127.0.0.1:${ep.port}/`, { method: 'PUT', body: '{}' });
     assert.equal(wrong.status, 405);
-    assert.match(((await wrong.json()) as { error_msg: string }).error_msg, /GET is not allowed on the high-speed listener; use POST \//);
+    assert.equal(wrong.headers.get('allow'), 'GET, POST');
+    assert.match(((await wrong.json()) as { error_msg: string }).error_msg, /^PUT is not allowed on the high-speed listener \(\/\); use POST, or GET with Upgrade: websocket$/);
     // Turned off: the listener closes and the endpoints API says why.
     assert.equal((await api(gw, 'PATCH', '/v1/services/fast-iris', { high_speed: false })).status, 202);
     await waitForService(gw, 'fast-iris', 'running');

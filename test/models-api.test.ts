@@ -72,6 +72,7 @@ describe('model import and versions', () => {
   test('a folder on the gateway machine, by JSON source.path', async () => {
     const a = await api(gw, 'POST', '/v1/models', { name: 'iris-folder', version: '0.1.0', source: { path: path.join(SAMPLE_MODELS, 'iris') } });
     assert.equal(a.status, 201, a.text);
+    assert.equal(a.statusText, 'Created', 'the status line is "201 Created"');
     assert.equal(a.json.sha256, sha(file('iris', 'model.onnx')));
     const missing = await api(gw, 'POST', '/v1/models', { name: 'nope', source: { path: '/no/such/folder' } });
     refused(missing, 400, 'IG.400.BadPackage', /source path '\/no\/such\/folder' is not a folder/);

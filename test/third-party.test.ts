@@ -73,5 +73,19 @@ describe('third-party ONNX models through the API', () => {
     assert.deepEqual(a.json.outputs[1].shape, [2, 1, 128]);
     // JSON has no negative zero.
     assert.deepEqual(a.json.outputs[1].data, Array.from(want['stateN']!.data as Float32Array, (v) => v + 0));
+
+    // An int64 beyond its range is refused, not wrapped into another number (1e20 ran as 7766279631452241920).
+    for (const [sr, shown] of [[1e20, '100000000000000000000'], [-1e19, '-10000000000000000000']] as const) {
+      const over = await postJson(`${gw.url}/v2/models/vad/infer`, {
+        inputs: [
+          { name: 'input', shape: [1, 512], datatype: 'FP32', data: audio },
+          { name: 'state', shape: [2, 1, 128], datatype: 'FP32', data: state },
+          { name: 'sr', shape: [], datatype: 'INT64', data: [sr] },
+        ],
+      });
+      assert.equal(over.status, 400, over.text);
+      assert.equal(over.json.error_code, 'IG.400.WrongType');
+      assert.match(over.json.error_msg, new RegExp(`'sr'.*: ${shown} is out of range for int64 \\[-9223372036854775808, 9223372036854775807\\]$`));
+    }
   });
 });

@@ -72,7 +72,7 @@ export function checkRows(spec: IoSpec, nrows: number, label: string): void {
 function concreteRowDims(spec: IoSpec, first: unknown, where: string): number[] {
   const got = shapeOf(first);
   if (got.length !== spec.rowDims.length || spec.rowDims.some((d, k) => d >= 0 && d !== got[k])) {
-    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${describeDims(got)}`, 'WrongShape');
+    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${got.length ? describeDims(got) : `a single value (${JSON.stringify(first)?.slice(0, 40) ?? typeof first})`}`, 'WrongShape');
   }
   return got;
 }

@@ -69,6 +69,13 @@ export function outOfFloatRange(where: string, type: 'float32' | 'float16', v: n
   throw badRequest(`${where}: ${v} is out of range for ${type} (at most ±${max}; it would become Infinity)`, 'WrongType');
 }
 
+const BIG_RANGE = { int64: [-(2n ** 63n), 2n ** 63n - 1n], uint64: [0n, 2n ** 64n - 1n] } as const;
+
+function bigOutOfRange(where: string, type: 'int64' | 'uint64', v: number | bigint): never {
+  const [lo, hi] = BIG_RANGE[type];
+  throw badRequest(`${where}: ${typeof v === 'number' ? String(BigInt(v)) : String(v)} is out of range for ${type} [${lo}, ${hi}]`, 'WrongType');
+}
+
 /** Stores one scalar value at `out[i]`, converting to the element type or refusing. */
 export function putValue(out: TensorValues, i: number, type: ElementType, v: unknown, where: string): void {
   switch (type) {
@@ -93,11 +100,20 @@ export function putValue(out: TensorValues, i: number, type: ElementType, v: unk
       else wrong(where, type, v);
       return;
     case 'int64':
-    case 'uint64':
-      if (typeof v === 'bigint') { (out as BigInt64Array)[i] = v; return; }
-      if (typeof v !== 'number' || !Number.isInteger(v) || (type === 'uint64' && v < 0)) wrong(where, type, v);
-      (out as BigInt64Array)[i] = BigInt(v);
+    case 'uint64': {
+      // A typed array would wrap a value out of range (1e20 into int64 became 7766279631452241920).
+      const [lo, hi] = BIG_RANGE[type];
+      if (typeof v === 'bigint') {
+        if (v < lo || v > hi) bigOutOfRange(where, type, v);
+        (out as BigInt64Array)[i] = v;
+        return;
+      }
+      if (typeof v !== 'number' || !Number.isInteger(v)) wrong(where, type, v);
+      const b = BigInt(v);
+      if (b < lo || b > hi) bigOutOfRange(where, type, v);
+      (out as BigInt64Array)[i] = b;
       return;
+    }
     default: {
       const range = INT_RANGE[type]!;
       if (typeof v !== 'number' || !Number.isInteger(v)) wrong(where, type, v);

@@ -24,7 +24,8 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     const { values } = entry as { values: unknown };
     // Without "fields" (Watson ML allows it where the model's schema is known), values are in the
     // model's own order: its features where it has them, else its inputs.
-    const fields = (entry as { fields?: unknown }).fields ?? sig.features ?? sig.inputs.map((i) => i.name);
+    const sent = (entry as { fields?: unknown }).fields;
+    const fields = sent ?? sig.features ?? sig.inputs.map((i) => i.name);
     if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => typeof f === 'string')) {
       throw badRequest(`'input_data[0].fields' must be a non-empty array of field names (strings)`, 'WrongShape');
     }
@@ -32,11 +33,21 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     if (repeated !== undefined) throw badRequest(`'input_data[0].fields' repeats the field '${repeated}'`, 'DuplicateField');
     if (!Array.isArray(values)) throw badRequest(`'input_data[0].values' must be an array of rows (arrays)`, 'WrongShape');
     if (values.length === 0) throw badRequest(`'input_data[0].values' is empty: send at least one row`, 'Empty');
+    // A model with one input (and no named features) sent without "fields": each row may be that
+    // input's own row, as a Watson ML client sends a vector model ([29 numbers] for ccfraud's [N, 29]).
+    const only = sent === undefined && !sig.features && sig.inputs.length === 1 ? sig.inputs[0]! : null;
+    if (only && (only.rowDims[0] ?? 0) > 1 && values.every((row) => isList(row) && row.length === only.rowDims[0])) {
+      const rows = values as unknown[];
+      return { codec: watsonMl, request: bindColumns(sig, [only.name], rows.length, (r) => rows[r], 'row'), state: null, reply };
+    }
     for (let r = 0; r < values.length; r++) {
       const row = values[r];
       if (!isList(row)) throw badRequest(`'input_data[0].values' row ${r}: expected an array of ${fields.length} values, got ${row === null ? 'null' : typeof row}`, 'WrongShape');
       if (row.length !== fields.length) {
-        throw badRequest(`'input_data[0].values' row ${r}: expected ${fields.length} values (one per field), got ${row.length}`, 'WrongShape');
+        // Without "fields" the row is in the model's order: say which names that is.
+        const per = sent !== undefined ? 'one per field' : `one per ${sig.features ? 'model feature' : 'model input'}: ${(fields as string[]).map((f) => `'${f}'`).join(', ')}; no "fields" were sent`;
+        const orRow = only && (only.rowDims[0] ?? 0) > 1 ? ` or ${only.rowDims[0]} values (a row of '${only.name}')` : '';
+        throw badRequest(`'input_data[0].values' row ${r}: expected ${fields.length} value${fields.length === 1 ? '' : 's'} (${per})${orRow}, got ${row.length}`, 'WrongShape');
       }
     }
     const rows = values as ArrayLike<unknown>[];

@@ -7,7 +7,7 @@ import type { Endpoint } from '../runtime/image/runner.js';
 import type { InferenceFront } from './infer.js';
 import type { WebSocketFront } from './websocket.js';
 import { newRequestId } from './request-id.js';
-import { errorReply, writeReply } from './respond.js';
+import { errorReply, upgradeOrPost, writeReply } from './respond.js';
 
 interface Listener {
   serviceId: string;
@@ -94,9 +94,9 @@ export class DirectChannel {
       this.front.handleDirect(res, req, found.service, found.version);
     });
     app.any('/*', (res, req) => {
-      const err = req.getUrl() === '/'
-        ? new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on the high-speed listener; use POST /`, { Allow: 'POST' })
-        : notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}; the high-speed listener serves POST /`, 'RouteNotFound');
+      // `/` takes POST and a WebSocket upgrade (a GET), as the routed inference URL does.
+      if (req.getUrl() === '/') return upgradeOrPost(res, req, 'the high-speed listener (/)');
+      const err = notFound(`no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}; the high-speed listener serves POST / and WebSocket upgrades on /`, 'RouteNotFound');
       writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null);
     });
     const used = new Set([...this.listeners.values()].map((l) => l.port));

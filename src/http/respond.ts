@@ -3,13 +3,15 @@ import { GatewayError } from '../errors.js';
 import { newRequestId } from './request-id.js';
 
 const REASONS: Record<number, string> = {
-  200: 'OK', 202: 'Accepted', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
-  404: 'Not Found', 405: 'Method Not Allowed', 406: 'Not Acceptable', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
-  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+  200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
+  404: 'Not Found', 405: 'Method Not Allowed', 406: 'Not Acceptable', 408: 'Request Timeout', 409: 'Conflict', 410: 'Gone',
+  411: 'Length Required', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Content', 426: 'Upgrade Required',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
 };
 const STATUS_LINES = new Map<number, string>(Object.entries(REASONS).map(([k, v]) => [Number(k), `${k} ${v}`]));
 
-export const statusLine = (status: number): string => STATUS_LINES.get(status) ?? String(status);
+/** `<code> <reason>`; a code without a known reason keeps the space the status line requires (RFC 9112 §4). */
+export const statusLine = (status: number): string => STATUS_LINES.get(status) ?? `${status} `;
 
 export interface Reply {
   status: number;
@@ -52,8 +54,20 @@ export function jsonReply(status: number, value: unknown): Reply {
   return { status, contentType: 'application/json', body: JSON.stringify(value) };
 }
 
+/**
+ * A path that takes POST and a WebSocket upgrade: a GET or HEAD without the upgrade gets 426 with
+ * `Upgrade: websocket` (RFC 9110 §15.5.22), since GET is a method the path takes; any other
+ * method gets 405. `where` names the path in the message.
+ */
+export function upgradeOrPost(res: HttpResponse, req: HttpRequest, where: string): void {
+  const method = req.getMethod();
+  if (method !== 'get' && method !== 'head') return methodNotAllowed(res, req, 'GET, POST', 'POST, or GET with Upgrade: websocket', where);
+  const err = new GatewayError(426, 'UpgradeRequired', `${req.getCaseSensitiveMethod()} on ${where} opens a WebSocket: send Upgrade: websocket, or POST the request`, { Upgrade: 'websocket', Connection: 'Upgrade' });
+  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(method));
+}
+
 /** 405 naming the methods the path takes (in `Allow`) and, in the message, how to use them (`use`: the methods by default). */
-export function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string, use = allow): void {
-  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${req.getUrl()}; use ${use}`, { Allow: allow });
+export function methodNotAllowed(res: HttpResponse, req: HttpRequest, allow: string, use = allow, where = req.getUrl()): void {
+  const err = new GatewayError(405, 'MethodNotAllowed', `${req.getCaseSensitiveMethod()} is not allowed on ${where}; use ${use}`, { Allow: allow });
   writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(req.getMethod()));
 }

@@ -13,7 +13,7 @@ import { registerManagement, type ManagementDeps } from './manage.js';
 import { DirectChannel } from './direct.js';
 import { WebSocketFront, type WsSettings } from './websocket.js';
 import { routeParam } from './params.js';
-import { errorReply, isHead, jsonReply, methodNotAllowed, writeReply, type Reply } from './respond.js';
+import { errorReply, isHead, jsonReply, methodNotAllowed, upgradeOrPost, writeReply, type Reply } from './respond.js';
 
 export interface ServerState {
   /** Services are deployed and the listener is open. */
@@ -68,13 +68,13 @@ export class HttpServer {
     opts.metrics.gauge('infergate_websocket_held_bytes', 'Bytes held for WebSocket clients: answers not yet read, messages waiting', () => this.sockets.heldBytes);
     this.direct = opts.direct ? new DirectChannel(opts.table, this.front, this.sockets, opts.direct.host, opts.direct.ports, opts.direct.warn) : null;
     const app = (this.app = uWS.App());
-    // A GET with Upgrade: websocket on the inference URL (SPEC §5.5); other GETs fall through to 405.
+    // A GET with Upgrade: websocket on the inference URL (SPEC §5.5); other GETs fall through to 426.
     this.sockets.register(app, '/v1/infers/:service', false);
     this.sockets.register(app, '/v1/infers/:service/*', true);
     for (const [pattern, svc, ver, api] of INFER_ROUTES) {
       app.post(pattern, (res, req) => this.front.handle(res, req, svc, ver, api === true));
       // The ModelArts paths take a WebSocket upgrade too, which is a GET.
-      if (pattern.startsWith('/v1/infers/')) app.any(pattern, (res, req) => methodNotAllowed(res, req, 'GET, POST', 'POST, or GET with Upgrade: websocket'));
+      if (pattern.startsWith('/v1/infers/')) app.any(pattern, (res, req) => upgradeOrPost(res, req, req.getUrl()));
       else app.any(pattern, (res, req) => methodNotAllowed(res, req, 'POST'));
     }
     this.get('/healthz', () => jsonReply(200, { status: 'ok' }));

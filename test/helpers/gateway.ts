@@ -96,6 +96,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
 
 export interface Answer {
   status: number;
+  /** The reason phrase of the status line. */
+  statusText: string;
   headers: Headers;
   text: string;
   json: any;
@@ -114,7 +116,7 @@ export async function request(url: string, init: RequestInit): Promise<Answer> {
   } catch {
     json = undefined;
   }
-  return { status: res.status, headers: res.headers, text, json };
+  return { status: res.status, statusText: res.statusText, headers: res.headers, text, json };
 }
 
 export const postJson = (url: string, value: unknown, contentType?: string, headers?: Record<string, string>): Promise<Answer> =>

@@ -50,7 +50,8 @@ function api(method: string, path: string, body?: unknown, timeoutMs = 60_000): 
     const cancel = !Number.isFinite(timeoutMs) ? (): void => undefined : deadline(timeoutMs, () => req.destroy(new ApiTimeout(`Docker Engine API ${method} ${path.split('?')[0]} took over ${timeoutMs} ms`)));
     req.on('error', (err) => {
       cancel();
-      reject(err instanceof ApiTimeout ? err : new Error(`Docker Engine API at ${ep.shown}: ${err.message}`));
+      // The code stays: ECONNREFUSED says the engine is not running, which callers may take calmly.
+      reject(err instanceof ApiTimeout ? err : Object.assign(new Error(`Docker Engine API at ${ep.shown}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code }));
     });
     req.end(payload);
   });
@@ -160,7 +161,14 @@ export async function reapContainers(owner: string): Promise<string[]> {
   const ep = dockerEndpoint();
   if (ep.socketPath && !existsSync(ep.socketPath)) return [];
   const filters = encodeURIComponent(JSON.stringify({ label: [`${OWNER_LABEL}=${owner}`] }));
-  const listed = (await must('GET', `/containers/json?all=1&filters=${filters}`, undefined, 10_000)) as { Id: string; Names?: string[] }[];
+  let listed: { Id: string; Names?: string[] }[];
+  try {
+    listed = (await must('GET', `/containers/json?all=1&filters=${filters}`, undefined, 10_000)) as typeof listed;
+  } catch (err) {
+    // An engine that is installed but not running runs none of them (they are removed at a start that finds it up).
+    if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED') return [];
+    throw err;
+  }
   const names: string[] = [];
   for (const c of listed) {
     await must('DELETE', `/containers/${c.Id}?force=true`, undefined, 60_000);
