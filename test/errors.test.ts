@@ -451,6 +451,11 @@ describe('error responses', () => {
       expectError(a, 404, 'IG.404.VersionNotFound', /service 'iris' has no version '9\.9\.9'/);
     });
 
+    test('a single value where a row of a shape is expected → 400 WrongShape naming the value', async () => {
+      const a = await postJson(`${gw.url}/v1/infers/ocr-direction`, [{ x: 5 }]);
+      expectError(a, 400, 'IG.400.WrongShape', /^record 0, field 'x': expected a row of shape \[3,N,N\], got a single value \(5\)$/);
+    });
+
     test('GET /v1/infers/iris without Upgrade → 426 UpgradeRequired with Upgrade: websocket (GET there opens a WebSocket)', async () => {
       for (const path of ['/v1/infers/iris', '/v1/infers/iris/predict']) {
         const a = await request(`${gw.url}${path}`, {});

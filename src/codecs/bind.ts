@@ -72,7 +72,7 @@ export function checkRows(spec: IoSpec, nrows: number, label: string): void {
 function concreteRowDims(spec: IoSpec, first: unknown, where: string): number[] {
   const got = shapeOf(first);
   if (got.length !== spec.rowDims.length || spec.rowDims.some((d, k) => d >= 0 && d !== got[k])) {
-    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${got.length ? describeDims(got) : `a single value (${JSON.stringify(first)?.slice(0, 40) ?? typeof first})`}`, 'WrongShape');
+    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${got.length ? describeDims(got) : `a single value (${typeof first === 'bigint' ? String(first) : (JSON.stringify(first) ?? typeof first).slice(0, 40)})`}`, 'WrongShape');
   }
   return got;
 }

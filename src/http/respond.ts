@@ -60,10 +60,11 @@ export function jsonReply(status: number, value: unknown): Reply {
  * method gets 405. `where` names the path in the message.
  */
 export function upgradeOrPost(res: HttpResponse, req: HttpRequest, where: string): void {
-  const method = req.getMethod();
-  if (method !== 'get' && method !== 'head') return methodNotAllowed(res, req, 'GET, POST', 'POST, or GET with Upgrade: websocket', where);
-  const err = new GatewayError(426, 'UpgradeRequired', `${req.getCaseSensitiveMethod()} on ${where} opens a WebSocket: send Upgrade: websocket, or POST the request`, { Upgrade: 'websocket', Connection: 'Upgrade' });
-  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, isHead(method));
+  // Not req.getMethod(): it lowercases the method in uWebSockets.js' buffer, for the message too.
+  const sent = req.getCaseSensitiveMethod();
+  if (sent !== 'GET' && sent !== 'HEAD') return methodNotAllowed(res, req, 'GET, POST', 'POST, or GET with Upgrade: websocket', where);
+  const err = new GatewayError(426, 'UpgradeRequired', `${sent} on ${where} opens a WebSocket: send Upgrade: websocket, or POST the request`, { Upgrade: 'websocket', Connection: 'Upgrade' });
+  writeReply(res, errorReply(err), req.getHeader('x-request-id') || newRequestId(), null, sent === 'HEAD');
 }
 
 /** 405 naming the methods the path takes (in `Allow`) and, in the message, how to use them (`use`: the methods by default). */
