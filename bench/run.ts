@@ -604,6 +604,17 @@ const ORT_BARE_1: Scenario = {
   load: (s, seconds) => runOrtLoop(s.port, seconds),
 };
 
+const WORKER_RT_1: Scenario = {
+  name: 'worker_rt_1',
+  description: 'one worker-thread round trip, as the gateway makes one per batch: a [1, 29] float32 row moved to a piscina worker (set up as the gateway sets its runners up) and back, nothing run, one at a time, in its own process',
+  start: async () => benchServer('worker-rt.js', await freePort()),
+  path: '(in-process loop)',
+  body: '',
+  contentType: '',
+  connections: 1,
+  load: (s, seconds) => runOrtLoop(s.port, seconds),
+};
+
 const BARE_UWS: Scenario = {
   name: 'bare_uws',
   description: 'bare uWebSockets.js: reads the POST body, answers a constant JSON (the ceiling)',
@@ -646,6 +657,7 @@ export const SCENARIOS: Scenario[] = [
   },
   SECURED,
   ORT_BARE_1,
+  WORKER_RT_1,
   { ...BARE_UWS, name: 'bare_uws_1c', description: 'bare_uws with one connection: the HTTP round trip over loopback alone', connections: 1 },
   { ...INFERGATE, name: 'infergate_1c', description: 'infergate with one connection, one request at a time (inference log on)', connections: 1 },
   ORT_BARE_10K,
@@ -680,6 +692,8 @@ export const ADDED: Added[] = [
   { name: 'gateway-added p50', from: 'infergate_1c', minus: ['ort_bare_1'], limitMs: 0.1, source: 'SPEC §14: p50 ≤ 100 µs over the bare model run' },
   { name: 'of which HTTP over loopback', from: 'bare_uws_1c', minus: [], source: 'context: the round trip of a bare server that runs nothing' },
   { name: 'gateway-added p50 beyond HTTP', from: 'infergate_1c', minus: ['bare_uws_1c', 'ort_bare_1'], source: 'context: less the bare round trip and the model run' },
+  { name: 'of which one worker-thread round trip', from: 'worker_rt_1', minus: [], source: 'context: the hand-off to a worker and back, which the design makes once per batch' },
+  { name: 'gateway-added p50 beyond HTTP and the hand-off', from: 'infergate_1c', minus: ['bare_uws_1c', 'ort_bare_1', 'worker_rt_1'], source: 'context: what the gateway\'s own code adds' },
 ];
 
 function addedLines(rows: Measured[]): { added: Added; valueMs: number | undefined; verdict: string }[] {

@@ -3,16 +3,15 @@
 // 1 (as infergate's worker has it), the ccfraud model, one [rows, 29] float32 input run back to
 // back, nothing else: no HTTP on the measured path, no copies, the same tensor every run.
 //
-// It runs as its own process, like the servers, so the bench process never shares its thread:
-//   GET /run?seconds=S  runs for S seconds and answers {"runs", "seconds", "rows", "p50_ms", "p99_ms"}.
+// Served by loop.ts: GET /run?seconds=S runs it back to back for S seconds.
 // Usage: node dist/bench/servers/ort-bare.js <port> [rows]   (rows default 10000)
 // Model: $BENCH_CCFRAUD_MODEL, default models/ccfraud/model.onnx. Prints `listening <port>` when ready.
 // First, as in the gateway: ONNX Runtime's telemetry off, so both sides run the same library.
 import '../../src/runtime/onnx/telemetry.js';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { resolve } from 'node:path';
 import ort from 'onnxruntime-node';
+import { serveLoop } from './loop.js';
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 9004);
 const rows = Number(process.argv[3] ?? 10_000);
@@ -38,28 +37,4 @@ for (let i = 0; i < data.length; i++) {
 const feeds = { [input]: new ort.Tensor('float32', data, [rows, 29]) };
 await session.run(feeds);
 
-async function loop(seconds: number): Promise<{ runs: number; seconds: number; rows: number; p50_ms: number; p99_ms: number }> {
-  const times: number[] = [];
-  const start = performance.now();
-  const end = start + seconds * 1000;
-  let t = start;
-  while (t < end) {
-    await session.run(feeds);
-    const now = performance.now();
-    times.push(now - t);
-    t = now;
-  }
-  times.sort((a, b) => a - b);
-  const pct = (p: number): number => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))] ?? NaN;
-  return { runs: times.length, seconds: (t - start) / 1000, rows, p50_ms: pct(50), p99_ms: pct(99) };
-}
-
-createServer((req, res) => {
-  const url = new URL(req.url ?? '/', 'http://x');
-  const seconds = Number(url.searchParams.get('seconds') ?? 1);
-  if (url.pathname !== '/run' || !(seconds > 0)) {
-    res.writeHead(404).end();
-    return;
-  }
-  loop(seconds).then((r) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(r)), (err: unknown) => res.writeHead(500).end(String(err)));
-}).listen(port, '127.0.0.1', () => console.log(`listening ${port}`));
+serveLoop(port, rows, () => session.run(feeds));
