@@ -3,7 +3,7 @@ import type { InferRequest } from '../runtime/types.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
 import { elementCount, staged, type Tensor } from '../runtime/onnx/tensor.js';
-import { isList, putNested, putValue, shapeOf } from './values.js';
+import { describeValue, isList, putNested, putValue, shapeOf } from './values.js';
 
 /**
  * Records → tensors (SPEC §5.3). Every record-like format (ModelArts req_data, pandas-records,
@@ -72,7 +72,7 @@ export function checkRows(spec: IoSpec, nrows: number, label: string): void {
 function concreteRowDims(spec: IoSpec, first: unknown, where: string): number[] {
   const got = shapeOf(first);
   if (got.length !== spec.rowDims.length || spec.rowDims.some((d, k) => d >= 0 && d !== got[k])) {
-    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${got.length ? describeDims(got) : `a single value (${typeof first === 'bigint' ? String(first) : (JSON.stringify(first) ?? typeof first).slice(0, 40)})`}`, 'WrongShape');
+    throw badRequest(`${where}: expected a row of shape ${describeDims(spec.rowDims)}, got ${got.length ? describeDims(got) : describeValue(first)}`, 'WrongShape');
   }
   return got;
 }

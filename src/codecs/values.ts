@@ -43,7 +43,8 @@ export function bytesAsElements(v: unknown, type: ElementType, want: number): Ar
   return typedView(type, bytes.buffer, bytes.byteOffset, want) as unknown as ArrayLike<unknown>;
 }
 
-function describe(v: unknown): string {
+/** A value as messages name it: 'the string "…"', 'an array', 'number 5'. */
+export function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (isList(v)) return 'an array';
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
@@ -53,7 +54,7 @@ function describe(v: unknown): string {
 }
 
 function wrong(where: string, type: ElementType, v: unknown): never {
-  throw badRequest(`${where}: expected ${expectedOf(type)} (${type}), got ${describe(v)}`, 'WrongType');
+  throw badRequest(`${where}: expected ${expectedOf(type)} (${type}), got ${describeValue(v)}`, 'WrongType');
 }
 
 /**
@@ -190,7 +191,7 @@ export function putNested(out: TensorValues, offset: number, type: ElementType, 
   const want = dims[depth]!;
   if (depth === dims.length - 1) v = bytesAsElements(v, type, want) ?? v;
   if (!isList(v)) {
-    throw badRequest(`${where}: expected an array of ${want} at depth ${depth + 1}, got ${describe(v)}`, 'WrongShape');
+    throw badRequest(`${where}: expected an array of ${want} at depth ${depth + 1}, got ${describeValue(v)}`, 'WrongShape');
   }
   if (v.length !== want) {
     if (v instanceof Uint8Array && type !== 'string' && bytesPerElement(type) > 1) {

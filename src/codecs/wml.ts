@@ -36,7 +36,8 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
     // A model with one input (and no named features) sent without "fields": each row may be that
     // input's own row, as a Watson ML client sends a vector model ([29 numbers] for ccfraud's [N, 29]).
     const only = sent === undefined && !sig.features && sig.inputs.length === 1 ? sig.inputs[0]! : null;
-    if (only && (only.rowDims[0] ?? 0) > 1 && values.every((row) => isList(row) && row.length === only.rowDims[0])) {
+    const rowWidth = only && (only.rowDims[0] ?? 0) > 1 ? only.rowDims[0]! : 0;
+    if (only && rowWidth && values.every((row) => isList(row) && row.length === rowWidth)) {
       const rows = values as unknown[];
       return { codec: watsonMl, request: bindColumns(sig, [only.name], rows.length, (r) => rows[r], 'row'), state: null, reply };
     }
@@ -46,7 +47,7 @@ export const watsonMl: Codec & { decode(body: Record<string, unknown>, sig: Mode
       if (row.length !== fields.length) {
         // Without "fields" the row is in the model's order: say which names that is.
         const per = sent !== undefined ? 'one per field' : `one per ${sig.features ? 'model feature' : 'model input'}: ${(fields as string[]).map((f) => `'${f}'`).join(', ')}; no "fields" were sent`;
-        const orRow = only && (only.rowDims[0] ?? 0) > 1 ? ` or ${only.rowDims[0]} values (a row of '${only.name}')` : '';
+        const orRow = only && rowWidth ? ` or ${rowWidth} values (a row of '${only.name}')` : '';
         throw badRequest(`'input_data[0].values' row ${r}: expected ${fields.length} value${fields.length === 1 ? '' : 's'} (${per})${orRow}, got ${row.length}`, 'WrongShape');
       }
     }
