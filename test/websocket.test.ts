@@ -522,6 +522,34 @@ describe('WebSocket relay to image services', () => {
     }
   });
 
+  test('stopping the gateway answers 503 to an upgrade still waiting for room and closes the open relay (1001)', async () => {
+    const g = await startGateway({ modelsDir: tempDir('no-models-'), config: { limits: { request_timeout_ms: 60_000 } } });
+    let stopping: Promise<number | null> | null = null;
+    try {
+      const pkg = tempDir('knobs-cap-ws-');
+      copyFileSync(path.join(ROOT, 'test/fixtures/knobs-server/server.mjs'), path.join(pkg, 'server.mjs'));
+      const config = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/knobs-server/config.json'), 'utf8'));
+      writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, max_concurrency: 1 } }));
+      assert.equal((await api(g, 'POST', '/v1/models', { name: 'knobs-stop-ws', source: { path: pkg } })).status, 201);
+      await api(g, 'POST', '/v1/services', { name: 'knobs-stop-ws', auth: 'none', websocket: true, versions: [{ model: 'knobs-stop-ws', env: { WS_MODULE: wsModule } }] });
+      await waitForService(g, 'knobs-stop-ws', 'running');
+      const url = `${g.url.replace('http', 'ws')}/v1/infers/knobs-stop-ws`;
+      const first = await openWs(url);
+      await nextMessages(first, 1);
+      const firstClosed = closed(first);
+      const second = openWs(url);
+      second.catch(() => undefined);
+      // The image version's queue depth counts what waits for room under max_concurrency.
+      await until('the second upgrade to wait for room', async () => (await metric(g.url, 'infergate_queue_depth{service="knobs-stop-ws",version="0.0.1"}')) === 1);
+      stopping = g.stop();
+      await assert.rejects(second, (err: any) => err.status === 503 && err.body.error_code === 'IG.503.ShuttingDown' && err.body.error_msg === 'the gateway is shutting down; connect again shortly');
+      assert.equal((await firstClosed).code, 1001);
+      assert.equal(await stopping, 0);
+    } finally {
+      if (!stopping) await g.stop();
+    }
+  });
+
   test('an instance without a WebSocket endpoint refuses the upgrade with 502', async () => {
     await assert.rejects(openWs(`${gw.url.replace('http', 'ws')}/v1/infers/knobs-nows`), (err: any) => err.status === 502 && err.body.error_code === 'IG.502.UpstreamError' && /cannot open a WebSocket to instance 0/.test(err.body.error_msg));
   });

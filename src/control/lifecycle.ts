@@ -389,7 +389,8 @@ export class ServiceManager {
     const label = `service ${service} (${v.model}@${v.version})`;
     if (pkg.image) {
       let image: ImageRunner | null = null;
-      const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: 0, running: image?.outstanding ?? 0 }));
+      // Its queue is the requests and upgrades waiting for room on an instance (image.max_concurrency).
+      const metrics = this.metrics.forVersion(service, v.version, () => ({ depth: image?.balancer.waitingCount ?? 0, running: image?.outstanding ?? 0 }));
       image = await ImageRunner.start({
         label, name: `infergate-${service}-${v.version}`.replace(/[^A-Za-z0-9_.-]/g, '_'), owner: this.gatewayId, version: v.version, packageDir: pkg.dir,
         image: pkg.image.image, health: pkg.image.health, instances: v.instances, env: v.env ?? {},

@@ -70,6 +70,8 @@ interface Upgraded {
 
 export class WebSocketFront {
   private readonly sessions = new Set<Session>();
+  /** Upgrades not answered yet (waiting for a token check, for room on an instance, or for its handshake): how to end each. */
+  private readonly upgrading = new Set<() => void>();
   /** The gateway is stopping: messages are refused, so the calls in flight can run out. */
   draining = false;
 
@@ -113,8 +115,12 @@ export class WebSocketFront {
     this.draining = true;
   }
 
-  /** Closes every connection (1001, going away) once the gateway has answered what it owes. */
+  /**
+   * Closes every connection (1001, going away) once the gateway has answered what it owes. Upgrades
+   * still waiting are answered 503 first, so the places the closing relays give back go to no one.
+   */
   closeAll(): void {
+    for (const end of [...this.upgrading]) end();
     for (const s of [...this.sessions]) s.shutdown();
   }
 
@@ -191,7 +197,7 @@ export class WebSocketFront {
         return refuse(asGatewayError(err));
       }
     }
-    if (this.draining) return refuse(new GatewayError(503, 'ShuttingDown', 'the gateway is shutting down; connect again shortly'));
+    if (this.draining) return refuse(shuttingDown());
     let ruleHeaders: Record<string, string> | null = null;
     if (service.rules) {
       ruleHeaders = {};
@@ -202,14 +208,21 @@ export class WebSocketFront {
     const upstreamPath = (forwardsPath ? apiPathOf(req.getUrl()) : '/') + (rest ? `?${rest}` : '');
 
     let aborted = false;
-    // Ends a wait for room, or the instance's handshake, when the client goes (connectUpstream then rejects).
+    // Ends a wait for room, or the instance's handshake, when the client goes or the gateway stops (connectUpstream then rejects).
     const gone = new AbortController();
     res.onAborted(() => {
       aborted = true;
       gone.abort();
     });
+    let stopping = false;
+    const stop = (): void => {
+      stopping = true;
+      gone.abort();
+    };
+    this.upgrading.add(stop);
     const finish = async (): Promise<void> => {
       const principal = caller instanceof Promise ? await caller : caller;
+      if (stopping) throw shuttingDown();
       if (principal) this.access.require(principal, service.projectId, 'infer', `inference on service '${service.name}'`);
       let make: Upgraded['make'];
       let protocol = hs.protocol;
@@ -230,9 +243,10 @@ export class WebSocketFront {
       } else {
         make = (ws) => new InferSocket(ws, this, service.id, token, principal, ruleHeaders, null);
       }
-      if (aborted) {
+      if (aborted || stopping) {
         opened?.socket.terminate();
         opened?.release();
+        if (stopping && !aborted) throw shuttingDown();
         return;
       }
       let made = false;
@@ -248,9 +262,9 @@ export class WebSocketFront {
       }
     };
     finish().catch((err: unknown) => {
-      if (!(err instanceof GatewayError)) this.logError(err);
-      if (!aborted) refuse(asGatewayError(err));
-    });
+      if (!(err instanceof GatewayError) && !stopping) this.logError(err);
+      if (!aborted) refuse(stopping ? shuttingDown() : asGatewayError(err));
+    }).finally(() => this.upgrading.delete(stop));
   }
 
 }
@@ -740,6 +754,9 @@ interface OpenedUpstream {
 function relayable(code: number): number {
   return code === 1005 || code === 1006 || code === 1015 || code < 1000 ? 1000 : code;
 }
+
+/** An upgrade the gateway will not take because it is stopping. */
+const shuttingDown = (): GatewayError => new GatewayError(503, 'ShuttingDown', 'the gateway is shutting down; connect again shortly');
 
 /** A close code a close frame may carry (RFC 6455 §7.4: 1000–1003, 1007–1014, 3000–4999), else 1000. */
 function sendable(code: number): number {

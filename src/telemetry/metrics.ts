@@ -79,7 +79,7 @@ const FAMILIES: Family[] = [
   { name: 'infergate_queue_duration_seconds', help: 'Time a request waited in the batcher queue', type: 'histogram', render: (v, out) => v.queueTime.render('infergate_queue_duration_seconds', v.labels, out) },
   { name: 'infergate_run_duration_seconds', help: 'Model run time of the batch that served a request', type: 'histogram', render: (v, out) => v.runTime.render('infergate_run_duration_seconds', v.labels, out) },
   { name: 'infergate_batch_size', help: 'Rows per model run', type: 'histogram', render: (v, out) => v.batchSize.render('infergate_batch_size', v.labels, out) },
-  { name: 'infergate_queue_depth', help: 'Requests waiting in the batcher queue', type: 'gauge', render: (v, out) => out.push(`infergate_queue_depth{${v.labels}} ${v.state().depth}`) },
+  { name: 'infergate_queue_depth', help: 'Requests waiting: in the batcher queue (ONNX), or for room on an instance under image.max_concurrency (Image)', type: 'gauge', render: (v, out) => out.push(`infergate_queue_depth{${v.labels}} ${v.state().depth}`) },
   { name: 'infergate_batches_running', help: 'Model runs in progress', type: 'gauge', render: (v, out) => out.push(`infergate_batches_running{${v.labels}} ${v.state().running}`) },
 ];
 
