@@ -491,17 +491,22 @@ describe('WebSocket relay to image services', () => {
     });
   });
 
+  /** The knobs server with image.max_concurrency 1, as a WebSocket service of that name on `g`; its WebSocket URL. */
+  async function deployOnePlace(g: RunningGateway, name: string): Promise<string> {
+    const pkg = tempDir('knobs-cap-ws-');
+    copyFileSync(path.join(ROOT, 'test/fixtures/knobs-server/server.mjs'), path.join(pkg, 'server.mjs'));
+    const config = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/knobs-server/config.json'), 'utf8'));
+    writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, max_concurrency: 1 } }));
+    assert.equal((await api(g, 'POST', '/v1/models', { name, source: { path: pkg } })).status, 201);
+    await api(g, 'POST', '/v1/services', { name, auth: 'none', websocket: true, versions: [{ model: name, env: { WS_MODULE: wsModule } }] });
+    await waitForService(g, name, 'running');
+    return `${g.url.replace('http', 'ws')}/v1/infers/${name}`;
+  }
+
   test('with image.max_concurrency a relayed connection holds a place on its instance while it lasts', async () => {
     const g = await startGateway({ modelsDir: tempDir('no-models-'), config: { limits: { request_timeout_ms: 1500 } } });
     try {
-      const pkg = tempDir('knobs-cap-ws-');
-      copyFileSync(path.join(ROOT, 'test/fixtures/knobs-server/server.mjs'), path.join(pkg, 'server.mjs'));
-      const config = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/knobs-server/config.json'), 'utf8'));
-      writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, max_concurrency: 1 } }));
-      assert.equal((await api(g, 'POST', '/v1/models', { name: 'knobs-cap-ws', source: { path: pkg } })).status, 201);
-      await api(g, 'POST', '/v1/services', { name: 'knobs-cap-ws', auth: 'none', websocket: true, versions: [{ model: 'knobs-cap-ws', env: { WS_MODULE: wsModule } }] });
-      await waitForService(g, 'knobs-cap-ws', 'running');
-      const url = `${g.url.replace('http', 'ws')}/v1/infers/knobs-cap-ws`;
+      const url = await deployOnePlace(g, 'knobs-cap-ws');
       const first = await openWs(url);
       await nextMessages(first, 1);
       const noRoom = 'knobs-cap-ws@0.0.1: no instance had room within 1500 ms (limits.request_timeout_ms); each takes image.max_concurrency = 1 requests at a time';
@@ -526,14 +531,7 @@ describe('WebSocket relay to image services', () => {
     const g = await startGateway({ modelsDir: tempDir('no-models-'), config: { limits: { request_timeout_ms: 60_000 } } });
     let stopping: Promise<number | null> | null = null;
     try {
-      const pkg = tempDir('knobs-cap-ws-');
-      copyFileSync(path.join(ROOT, 'test/fixtures/knobs-server/server.mjs'), path.join(pkg, 'server.mjs'));
-      const config = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/knobs-server/config.json'), 'utf8'));
-      writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ ...config, image: { ...config.image, max_concurrency: 1 } }));
-      assert.equal((await api(g, 'POST', '/v1/models', { name: 'knobs-stop-ws', source: { path: pkg } })).status, 201);
-      await api(g, 'POST', '/v1/services', { name: 'knobs-stop-ws', auth: 'none', websocket: true, versions: [{ model: 'knobs-stop-ws', env: { WS_MODULE: wsModule } }] });
-      await waitForService(g, 'knobs-stop-ws', 'running');
-      const url = `${g.url.replace('http', 'ws')}/v1/infers/knobs-stop-ws`;
+      const url = await deployOnePlace(g, 'knobs-stop-ws');
       const first = await openWs(url);
       await nextMessages(first, 1);
       const firstClosed = closed(first);
