@@ -3,7 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Principal } from '../auth/tokens.js';
 import { versionAcquired, type Service, type ServiceVersion } from '../control/services.js';
 import { asGatewayError, GatewayError } from '../errors.js';
-import { MAX_WAITING, noInstanceError, noRoomError, queueFullError, type Upstream } from '../runtime/image/balancer.js';
+import { noInstanceError, noRoomError, queueFullError, type Upstream } from '../runtime/image/balancer.js';
 import type { ImageRunner } from '../runtime/image/runner.js';
 import { HOP_BY_HOP, type Exchange, type ResponseHead, type UpstreamConnection, type UpstreamFailure } from '../runtime/image/upstream.js';
 import { errorReply, statusLine, writeReply } from './respond.js';
@@ -178,11 +178,13 @@ export class ProxyCall implements Exchange, LiveCall {
     // that instance is still in rotation with room (it may have waited meanwhile).
     if ((u === null || u === 'wait') && sameIfAlone && avoid && balancer.hasRoom(avoid)) u = avoid;
     if (u === 'wait') {
-      if (balancer.waitingCount >= MAX_WAITING) return this.fail(queueFullError(this.version!.servedBy.label, balancer.maxConcurrency));
+      this.waitingFor = { avoid, sameIfAlone, failure };
+      if (!balancer.enqueue(this)) {
+        this.waitingFor = null;
+        return this.fail(queueFullError(this.version!.servedBy.label, balancer.maxConcurrency));
+      }
       // uWebSockets.js' buffer is gone once this returns: a whole body waits as a copy.
       if (whole) this.sent!.push(Buffer.from(new Uint8Array(whole)));
-      this.waitingFor = { avoid, sameIfAlone, failure };
-      balancer.enqueue(this);
       // The rest of the body waits in the client's socket, not in the gateway's memory.
       if (!this.bodyEnded) this.pauseClient();
       return;

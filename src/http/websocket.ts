@@ -244,8 +244,7 @@ export class WebSocketFront {
         make = (ws) => new InferSocket(ws, this, service.id, token, principal, ruleHeaders, null);
       }
       if (aborted || stopping) {
-        opened?.socket.terminate();
-        opened?.release();
+        opened?.abandon();
         if (stopping && !aborted) throw shuttingDown();
         return;
       }
@@ -256,10 +255,7 @@ export class WebSocketFront {
       };
       res.cork(() => res.upgrade<Upgraded>({ make: makeOnce, session: null }, hs.key, protocol, hs.extensions, context));
       // No connection came of the upgrade (the socket went in between): the instance's place goes back.
-      if (!made && opened) {
-        opened.socket.terminate();
-        opened.release();
-      }
+      if (!made) opened?.abandon();
     };
     finish().catch((err: unknown) => {
       if (!(err instanceof GatewayError) && !stopping) this.logError(err);
@@ -747,6 +743,8 @@ interface OpenedUpstream {
   socket: UpstreamSocket;
   /** Gives the instance's place back (image.max_concurrency); once, whoever calls it first. */
   release(): void;
+  /** No relay comes of it: the instance's socket is dropped and its place given back. */
+  abandon(): void;
   handover(to: RelayEvents): void;
 }
 
@@ -781,6 +779,10 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   if (setting) headers[setting[0]] = setting[1];
   const protocols = protocol ? protocol.split(',').map((p) => p.trim()).filter(Boolean) : [];
   const sock = new UpstreamSocket(`ws://${u.pool.hostHeader}${path}`, protocols, { headers, perMessageDeflate: false, handshakeTimeout: settings.requestTimeoutMs, maxPayload: settings.maxMessageBytes });
+  const abandon = (): void => {
+    sock.terminate();
+    release();
+  };
   const early: ((to: RelayEvents) => void)[] = [];
   let to: RelayEvents | null = null;
   sock.on('message', (data: Buffer | ArrayBuffer | Buffer[], binary: boolean) => {
@@ -795,8 +797,7 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string): void => {
       signal.removeEventListener('abort', onAbort);
-      sock.terminate();
-      release();
+      abandon();
       reject(new GatewayError(502, 'UpstreamError', `${version.servedBy.label}: cannot open a WebSocket to instance ${u.id}: ${why}`));
     };
     // The client gone during the handshake: the instance's socket and place go at once.
@@ -815,6 +816,7 @@ async function connectUpstream(version: ServiceVersion, path: string, protocol: 
   return {
     socket: sock,
     release,
+    abandon,
     handover(relay) {
       to = relay;
       for (const replay of early.splice(0)) replay(relay);

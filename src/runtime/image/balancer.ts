@@ -120,7 +120,6 @@ export class Balancer {
       first.outstanding++;
       return Promise.resolve(first);
     }
-    if (this.queue.size >= MAX_WAITING) return Promise.reject(queueFullError(label, this.maxConcurrency));
     return new Promise((resolve, reject) => {
       const done = (): void => {
         w.gone = true;
@@ -145,18 +144,24 @@ export class Balancer {
         this.withdraw();
         reject(err);
       };
+      // Woken no sooner than a microtask from now, so the timer and listener below exist by then.
+      if (!this.enqueue(w)) return reject(queueFullError(label, this.maxConcurrency));
       const onAbort = (): void => giveUp(goneError());
       const timer = setTimeout(() => giveUp(noRoomError(label, timeoutMs, this.maxConcurrency)), timeoutMs);
       timer.unref();
       signal.addEventListener('abort', onAbort, { once: true });
-      this.enqueue(w);
     });
   }
 
-  /** Waits for room; `wake` runs when an instance has some (or the rotation changed). */
-  enqueue(w: Waiter): void {
+  /**
+   * Waits for room; `wake` runs when an instance has some (or the rotation changed), never from
+   * inside this call. False, and not queued, when MAX_WAITING wait already (the caller answers 503).
+   */
+  enqueue(w: Waiter): boolean {
+    if (this.queue.size >= MAX_WAITING) return false;
     this.queue.push(w);
     this.armEjectionWake();
+    return true;
   }
 
   /** A waiter gave up (answered, gone, over its body limit). */
