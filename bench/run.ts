@@ -732,7 +732,7 @@ interface Measured {
 
 /** One scenario's measurements, a round each: the median round stands for it, the others are kept for the ratios. */
 function medianRound(scenario: Scenario, rounds: Omit<Measured, 'scenario' | 'perRound'>[]): Measured {
-  const perRound = rounds.map((r) => r.result.rps * (scenario.rowsPerRequest ?? 1));
+  const perRound = rounds.map((r) => rateOf(scenario, r.result));
   const order = perRound.map((_v, i) => i).sort((a, b) => perRound[a]! - perRound[b]!);
   return { scenario, ...rounds[order[(order.length - 1) >> 1]!]!, perRound };
 }
@@ -758,7 +758,8 @@ const fmt = {
 };
 
 /** What a scenario's ratios compare: rows/s for scenarios that count rows, else requests/s. */
-const rate = (m: Measured): number => m.result.rps * (m.scenario.rowsPerRequest ?? 1);
+const rateOf = (s: Scenario, r: Measurement): number => r.rps * (s.rowsPerRequest ?? 1);
+const rate = (m: Measured): number => rateOf(m.scenario, m.result);
 
 const us = (n: number | undefined): string => (n === undefined ? '-' : n.toFixed(1));
 
@@ -835,7 +836,7 @@ function cpuBoundTable(rows: Measured[]): string[] {
     const rowsEach = num.scenario.rowsPerRequest ?? 1;
     const allCores = (cpuBoundRate(total) * rowsEach) / rate(den);
     const oneThread = ((1e6 / num.cpu.serverThread) * rowsEach) / rate(den);
-    lines.push(`| ${ratio.numerator}/${ratio.denominator} | ${fmt.ratio(judged.get(ratio) ?? rate(num) / rate(den))} | ${fmt.ratio(oneThread)} | ${fmt.ratio(allCores)} | ≥ ${ratio.target} |`);
+    lines.push(`| ${ratio.numerator}/${ratio.denominator} | ${fmt.ratio(judged.get(ratio)!)} | ${fmt.ratio(oneThread)} | ${fmt.ratio(allCores)} | ≥ ${ratio.target} |`);
   }
   if (!lines.length) return [];
   return [
