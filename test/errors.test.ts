@@ -131,7 +131,7 @@ describe('error responses', () => {
 
     test('record 2 a number, not an object → 400 WrongShape naming record 2', async () => {
       const a = await postJson(IRIS, { data: { req_data: [irisRecord(), irisRecord(), 7] } });
-      expectError(a, 400, 'IG.400.WrongShape', /record 2: expected an object of fields/);
+      expectError(a, 400, 'IG.400.WrongShape', /record 2: expected an object of fields, got number 7/);
     });
 
     test('a record with an unknown field → 400 UnknownField naming it and listing the features', async () => {
@@ -336,6 +336,11 @@ describe('error responses', () => {
     test('an unknown datatype → 400 WrongType listing the datatypes', async () => {
       const a = await postJson(v2('iris'), { inputs: [irisInput({ datatype: 'FLOAT' })] });
       expectError(a, 400, 'IG.400.WrongType', /inputs\[0\] \('input'\): unknown datatype "FLOAT"; expected one of BOOL, .*FP32/);
+    });
+
+    test('data nested deeper than its shape → 400 WrongShape naming both nestings', async () => {
+      const a = await postJson(v2('iris'), { inputs: [irisInput({ data: [[[[6.7, 3.0, 5.2, 2.3]]]] })] });
+      expectError(a, 400, 'IG.400.WrongShape', /inputs\[0\] \('input'\): 'data' is nested as \[1,1,1,4\], which is not shape \[1,4\]; send it nested to the shape, or flat with 4 elements/);
     });
 
     test('a shape not matching the data length → 400 WrongShape naming element counts', async () => {

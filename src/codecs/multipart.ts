@@ -11,6 +11,7 @@ import { mediaOf } from './media.js';
 import { modelArts } from './modelarts.js';
 import { NPY_DESCR, parseNpy } from './npy.js';
 import type { Decoded, WireFormat } from './types.js';
+import { jsonText } from './utf8.js';
 
 /**
  * multipart/form-data (SPEC §5.3): `.npy` and JSON parts named after inputs, image parts through
@@ -137,7 +138,7 @@ const NOT_JSON = Symbol('not JSON');
 
 function tryJson(bytes: Uint8Array): unknown {
   try {
-    return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+    return JSON.parse(jsonText(bytes));
   } catch {
     return NOT_JSON;
   }
@@ -145,7 +146,7 @@ function tryJson(bytes: Uint8Array): unknown {
 
 function jsonError(bytes: Uint8Array): string {
   try {
-    JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+    JSON.parse(jsonText(bytes));
     return 'parsed';
   } catch (err) {
     return (err as Error).message.slice(0, 200);

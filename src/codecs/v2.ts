@@ -176,8 +176,10 @@ function fromJson(type: ElementType, dims: number[], data: unknown, label: strin
     // Raw bytes (a msgpack bin): counted in bytes, not as that many elements.
     throw badRequest(`${label}: 'data' holds ${data.length} bytes but shape ${describeDims(dims)} of ${FROM_ORT[type]} needs ${n * bytesPerElement(type)} (${n} × ${bytesPerElement(type)})`, 'WrongShape');
   }
-  const nested = isList(data[0]) ? ` (nested as ${describeDims(shapeOf(data))})` : '';
-  throw badRequest(`${label}: 'data' has ${data.length} elements${nested} but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
+  if (isList(data[0])) {
+    throw badRequest(`${label}: 'data' is nested as ${describeDims(shapeOf(data))}, which is not shape ${describeDims(dims)}; send it nested to the shape, or flat with ${n} elements`, 'WrongShape');
+  }
+  throw badRequest(`${label}: 'data' has ${data.length} elements but shape ${describeDims(dims)} needs ${n}`, 'WrongShape');
 }
 
 function fromBinary(type: ElementType, dims: number[], bytes: Uint8Array, label: string): Tensor {

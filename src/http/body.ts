@@ -1,5 +1,6 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import { GatewayError } from '../errors.js';
+import { jsonText } from '../codecs/utf8.js';
 
 /**
  * Reads a whole request body (management API: small JSON, model uploads). Resolves null when
@@ -30,7 +31,7 @@ export function parseJsonObject(body: Buffer, what: string, fields?: readonly st
   if (body.length === 0) throw new GatewayError(400, 'Empty', `${what}: the body is empty; send a JSON object`);
   let v: unknown;
   try {
-    v = JSON.parse(body.toString('utf8'));
+    v = JSON.parse(jsonText(body));
   } catch (err) {
     throw new GatewayError(400, 'BadJson', `${what}: the body is not valid JSON: ${(err as Error).message}`);
   }
