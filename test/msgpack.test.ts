@@ -90,7 +90,9 @@ describe('msgpack bodies and answers', () => {
 
   test('malformed msgpack is refused with 400 naming what is wrong, and the gateway keeps serving', async () => {
     const bad: [string, Uint8Array, string, RegExp][] = [
-      ['truncated map', plain.pack({ inputs: [1, 2, 3] }).subarray(0, 5), 'IG.400.BadMsgpack', /not valid msgpack/],
+      ['truncated map', plain.pack({ inputs: [1, 2, 3] }).subarray(0, 5), 'IG.400.BadMsgpack', /not valid msgpack: it ends in the middle of a value \(truncated\)/],
+      ['two values back to back', Buffer.concat([plain.pack([{ tensor: fraud[0] }]), plain.pack(1)]), 'IG.400.BadMsgpack', /not valid msgpack: bytes follow its first value .*; send exactly one msgpack value/],
+      ['a map keyed by a map', Uint8Array.from([0x81, 0x80, 0x01]), 'IG.400.BadMsgpack', /not valid msgpack: a map has a key that is a map or an array; map keys must be strings/],
       ['empty body', new Uint8Array(0), 'IG.400.Empty', /body is empty; send a msgpack-encoded/],
       ['a bare number', plain.pack(42), 'IG.400.WrongShape', /expected a msgpack map or an array of records, got a number/],
       ['a map of unknown keys', plain.pack({ foo: 1 }), 'IG.400.UnknownShape', /unrecognised request shape \(keys 'foo'\)/],

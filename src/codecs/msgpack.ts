@@ -17,8 +17,16 @@ export function unpackBody(body: Uint8Array): unknown {
   try {
     return unpackr.unpack(body);
   } catch (err) {
-    throw badRequest(`the body is not valid msgpack: ${(err as Error).message}`, 'BadMsgpack');
+    throw badRequest(`the body is not valid msgpack: ${clientWords((err as Error).message)}`, 'BadMsgpack');
   }
+}
+
+/** msgpackr's messages speak to a developer using msgpackr; these say what is wrong with the body. */
+function clientWords(message: string): string {
+  if (message.startsWith('Data read, but end of buffer not reached')) return 'bytes follow its first value (a second value, or trailing garbage); send exactly one msgpack value';
+  if (message.startsWith('Invalid property type for record')) return 'a map has a key that is a map or an array; map keys must be strings';
+  if (message.startsWith('Offset is outside the bounds') || message.startsWith('Unexpected end of MessagePack')) return 'it ends in the middle of a value (truncated)';
+  return message;
 }
 
 export function packValue(value: unknown): Uint8Array {
