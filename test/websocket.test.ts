@@ -138,11 +138,11 @@ describe('WebSocket streaming', () => {
     const c = await openWs(`${ws}/v1/infers/ccfraud`);
     const row = fraudRow(prng(4));
     const bad: [string | Buffer, string | null, string, RegExp][] = [
-      ['{not json', null, 'IG.400.BadJson', /not valid JSON/],
+      ['{not json', null, 'IG.400.BadJson', /^the message is not valid JSON: /],
       [JSON.stringify({ id: 'x1', foo: 1 }), 'x1', 'IG.400.UnknownShape', /unrecognised request shape/],
       [JSON.stringify({ id: 'x2', inputs: [{ name: 'tensor', shape: [1, 28], datatype: 'FP32', data: row.slice(1) }] }), 'x2', 'IG.400.WrongShape', /shape \[1,28\] does not fit the model's \[N,29\]/],
       [JSON.stringify({ meta: { uuid: 'x3' }, data: { req_data: [{ tensor: 'abc' }] } }), 'x3', 'IG.400.WrongShape', /record 0, field 'tensor'/],
-      [Buffer.from([0xc1, 0x00, 0xff]), null, 'IG.400.BadMsgpack', /not valid msgpack/],
+      [Buffer.from([0xc1, 0x00, 0xff]), null, 'IG.400.BadMsgpack', /^the message is not valid msgpack: /],
     ];
     for (const [frame, id, code, msg] of bad) {
       const answer = nextMessages(c, 1);

@@ -70,8 +70,8 @@ function decodeAs(format: Exclude<BodyFormat, 'multipart'>, reply: WireFormat, b
 
 /** A WebSocket message (SPEC §5.5): a text frame is JSON, a binary frame msgpack. */
 export function parseMessage(bytes: Uint8Array, binary: boolean): unknown {
-  if (binary) return unpackBody(bytes);
-  return parseJson(jsonText(bytes));
+  if (binary) return unpackBody(bytes, 'message');
+  return parseJson(jsonText(bytes), 'message');
 }
 
 /** A parsed message as a request in any JSON shape; answered in the message's own encoding. */
@@ -108,7 +108,7 @@ function encodeAs(format: WireFormat, decoded: Decoded, result: InferResult, sig
 
 function decodeJson(body: Uint8Array, contentType: string, sig: ModelSignature, reply: WireFormat): Decoded {
   const text = jsonText(body);
-  const json = parseJson(text);
+  const json = parseJson(text, 'body');
   const semi = contentType.indexOf(';');
   if (!Array.isArray(json) && semi >= 0 && /format\s*=\s*"?pandas-records/i.test(contentType.slice(semi))) {
     throw badRequest(`Content-Type says format=pandas-records, so the body must be an array of records, got ${describeTop(json)}`, 'WrongShape');
@@ -133,12 +133,13 @@ function decodeValue(value: unknown, sig: ModelSignature, reply: WireFormat, tex
   );
 }
 
-function parseJson(text: string): unknown {
-  if (text.length === 0) throw badRequest('the request body is empty; send a JSON inference request', 'Empty');
+/** `what`: the body, a WebSocket message or a v2 binary request's JSON header, as messages name it. */
+function parseJson(text: string, what: 'body' | 'message' | 'JSON header'): unknown {
+  if (text.length === 0) throw badRequest(`the request ${what} is empty; send a JSON inference request`, 'Empty');
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, 'BadJson');
+    throw badRequest(`the ${what} is not valid JSON: ${(err as Error).message}`, 'BadJson');
   }
 }
 
@@ -156,7 +157,7 @@ function decodeV2Binary(body: Uint8Array, headerLength: number, sig: ModelSignat
     throw badRequest(`Inference-Header-Content-Length is ${headerLength} but the body has only ${body.length} bytes`, 'WrongShape');
   }
   const text = jsonText(body.subarray(0, headerLength));
-  const json = parseJson(text);
+  const json = parseJson(text, 'JSON header');
   if (typeof json !== 'object' || json === null || Array.isArray(json) || !('inputs' in json)) {
     throw badRequest(`with Inference-Header-Content-Length the JSON header must be an Open Inference Protocol request with "inputs"`, 'WrongShape');
   }

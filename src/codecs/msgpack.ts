@@ -12,12 +12,13 @@ import { badRequest } from '../errors.js';
 const unpackr = new Unpackr({ mapsAsObjects: true, useRecords: false, copyBuffers: true, structuredClone: false });
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 
-export function unpackBody(body: Uint8Array): unknown {
-  if (body.length === 0) throw badRequest('the request body is empty; send a msgpack-encoded inference request', 'Empty');
+/** `what`: a request body or a WebSocket message, as messages name it. */
+export function unpackBody(body: Uint8Array, what: 'body' | 'message' = 'body'): unknown {
+  if (body.length === 0) throw badRequest(`the request ${what} is empty; send a msgpack-encoded inference request`, 'Empty');
   try {
     return unpackr.unpack(body);
   } catch (err) {
-    throw badRequest(`the body is not valid msgpack: ${clientWords((err as Error).message)}`, 'BadMsgpack');
+    throw badRequest(`the ${what} is not valid msgpack: ${clientWords((err as Error).message)}`, 'BadMsgpack');
   }
 }
 
