@@ -68,6 +68,13 @@ describe('routing rules end to end', () => {
     assert.match(unknownVersion.json.error_msg, /rules\[0\]: the service has no version '3\.0\.0'/);
     const tooMany = await api(gw, 'POST', '/v1/services', { name: 'x', versions, rules: Array.from({ length: 11 }, () => ({ condition: "#USER_NAME == 'a'", version: '1.0.0' })) });
     assert.match(tooMany.json.error_msg, /'rules' has 11 rules; at most 10 are allowed/);
+    // Conditions so deep or long that running them would overflow the stack are refused at once.
+    for (const condition of ['!'.repeat(11000) + "#HEADER_a == 'b'", '('.repeat(2000) + "#HEADER_a == 'b'" + ')'.repeat(2000)]) {
+      const deep = await api(gw, 'POST', '/v1/services', { name: 'x', versions, rules: [{ condition, version: '1.0.0' }] });
+      assert.equal(deep.status, 400, deep.text);
+      assert.equal(deep.json.error_code, 'IG.400.BadRule');
+      assert.match(deep.json.error_msg, /^rules\[0\]\.condition: the condition is \d+ characters long; at most 2048 are allowed/);
+    }
     const patched = await api(gw, 'PATCH', '/v1/services/routed', { rules: [{ condition: '#HEADER_uid.hashCode() %', version: '2.0.0' }] });
     assert.equal(patched.status, 400);
     assert.match(patched.json.error_msg, /rules\[0\]\.condition: unexpected end of condition; expected a variable, a quoted string, an integer or \( at position 25/);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { javaHashCode, parseCondition, RuleSyntaxError, type RuleInput } from '../src/traffic/rules.js';
+import { javaHashCode, MAX_CONDITION_LENGTH, MAX_NESTING, parseCondition, RuleSyntaxError, type RuleInput } from '../src/traffic/rules.js';
 
 /** Test vectors for the routing-rule language: Java semantics, ModelArts' examples, errors with positions. */
 
@@ -64,6 +64,18 @@ describe('conditions', () => {
     assert.equal(holds("#USER_NAME matches '\\p{L}+'", input({ USER_NAME: 'p{L}}' })), false);
   });
 
+  test('conditions as long and as deep as allowed evaluate (long chains are a loop, not nested calls)', () => {
+    const i = input({ USER_NAME: 'alice' }, { a: 'b' });
+    const terms = Math.floor(MAX_CONDITION_LENGTH / 7);
+    const chain = Array.from({ length: terms }, () => '1 < 2').join('&&');
+    assert.ok(chain.length <= MAX_CONDITION_LENGTH);
+    assert.equal(holds(chain, i), true);
+    assert.equal(holds(chain + '&&1>2', i), false);
+    assert.equal(holds(Array.from({ length: terms }, () => '1 > 2').join('||'), i), false);
+    assert.equal(holds('('.repeat(MAX_NESTING) + "#HEADER_a == 'b'" + ')'.repeat(MAX_NESTING), i), true);
+    assert.equal(holds('!'.repeat(MAX_NESTING) + "#USER_NAME == 'alice'", i), true, 'an even number of ! is the condition itself');
+  });
+
   test('refused conditions say where', () => {
     const cases: [string, RegExp][] = [
       ["#DOMAIN_NAME == ", /unexpected end of condition; expected a variable, a quoted string, an integer or \( at position 17/],
@@ -76,6 +88,10 @@ describe('conditions', () => {
       ["#USER_NAME == 'a' 'b'", /unexpected ''b''; expected '&&', '\|\|' or the end of the condition at position 19/],
       ['', /the condition is empty at position 1/],
       ['99999999999 > 1', /integer 99999999999 is out of the 32-bit range at position 1/],
+      ['!'.repeat(11000) + "#HEADER_a == 'b'", /the condition is 11016 characters long; at most 2048 are allowed at position 2049/],
+      ['('.repeat(40) + "#HEADER_a == 'b'" + ')'.repeat(40), /'\(' nests more than 32 deep; write the condition flatter at position 33/],
+      ['!'.repeat(33) + 'true', /'!' nests more than 32 deep; write the condition flatter at position 33/],
+      ['!('.repeat(20) + 'true' + ')'.repeat(20), /'!' nests more than 32 deep; write the condition flatter at position 33/],
     ];
     for (const [cond, msg] of cases) {
       assert.throws(() => parseCondition(cond), (err: unknown) => err instanceof RuleSyntaxError && msg.test(err.message), cond);

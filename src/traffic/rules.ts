@@ -109,8 +109,18 @@ export function javaHashCode(s: string): number {
 /** Java's % on ints: truncated division, the result takes the dividend's sign (as JS % does). */
 const javaMod = (a: number, b: number): number => a % b | 0;
 
+/**
+ * Bounds on a condition. Parsing and evaluation recurse as deep as '(' and '!' nest, and a
+ * condition compiles to closures as long as its '%' and '.hashCode()' chains: without bounds, a
+ * stored condition of 11,000 '!' overflowed the stack at the first request and took the process
+ * down (and again after each restart). ModelArts' own conditions are a line or two.
+ */
+export const MAX_CONDITION_LENGTH = 2048;
+export const MAX_NESTING = 32;
+
 class Parser {
   private i = 0;
+  private depth = 0;
   constructor(private readonly tokens: Token[]) {}
 
   private peek(): Token { return this.tokens[this.i]!; }
@@ -131,27 +141,37 @@ class Parser {
     return e;
   }
 
+  // A chain of '||' or '&&' is one loop over its operands, not closures nested as long as the chain.
   private or(): Expr {
-    let left = this.and();
-    while (this.accept('||')) {
-      const l = left, r = this.and();
-      left = (x) => truthy(l(x)) || truthy(r(x));
-    }
-    return left;
+    const parts = [this.and()];
+    while (this.accept('||')) parts.push(this.and());
+    if (parts.length === 1) return parts[0]!;
+    return (x) => {
+      for (const p of parts) if (truthy(p(x))) return true;
+      return false;
+    };
   }
 
   private and(): Expr {
-    let left = this.not();
-    while (this.accept('&&')) {
-      const l = left, r = this.not();
-      left = (x) => truthy(l(x)) && truthy(r(x));
-    }
-    return left;
+    const parts = [this.not()];
+    while (this.accept('&&')) parts.push(this.not());
+    if (parts.length === 1) return parts[0]!;
+    return (x) => {
+      for (const p of parts) if (!truthy(p(x))) return false;
+      return true;
+    };
+  }
+
+  private nest(t: Token): void {
+    if (++this.depth > MAX_NESTING) throw new RuleSyntaxError(`'${t.text}' nests more than ${MAX_NESTING} deep; write the condition flatter`, t.pos);
   }
 
   private not(): Expr {
+    const t = this.peek();
     if (this.accept('!')) {
+      this.nest(t);
       const e = this.not();
+      this.depth--;
       return (x) => !truthy(e(x));
     }
     return this.comparison();
@@ -225,8 +245,10 @@ class Parser {
       case 'var': return variable(t);
       case 'op':
         if (t.text === '(') {
+          this.nest(t);
           const e = this.or();
           if (!this.accept(')')) this.fail(this.peek(), "')'");
+          this.depth--;
           return e;
         }
         return this.fail(t, 'a variable, a quoted string, an integer or (');
@@ -269,6 +291,7 @@ function compare(op: string, a: Value, b: Value): boolean {
 /** Parses a condition; throws RuleSyntaxError naming the position (1-based) of the problem. */
 export function parseCondition(src: string): Condition {
   if (src.trim() === '') throw new RuleSyntaxError('the condition is empty', 1);
+  if (src.length > MAX_CONDITION_LENGTH) throw new RuleSyntaxError(`the condition is ${src.length} characters long; at most ${MAX_CONDITION_LENGTH} are allowed`, MAX_CONDITION_LENGTH + 1);
   const e = new Parser(tokenize(src)).parse();
   return (input) => e(input) === true;
 }
