@@ -38,6 +38,16 @@ export interface PackageConfig {
 
 export const DEFAULT_BATCHING: BatchingConfig = { max_batch_size: 64, max_queue_delay_us: 0, max_queue_size: 1024 };
 
+/**
+ * Bounds on batching fields. A delay is how long a lone request waits for company: past 10 s it
+ * only turns requests into timeouts (and past 2^31 ms Node's timer fires every millisecond).
+ */
+export const BATCHING_RANGE: Record<keyof BatchingConfig, [number, number]> = {
+  max_batch_size: [1, 1_048_576],
+  max_queue_delay_us: [0, 10_000_000],
+  max_queue_size: [1, 1_048_576],
+};
+
 export class PackageError extends Error {}
 
 const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -113,8 +123,8 @@ export function batchingOf(b: unknown, where: string, base: BatchingConfig = DEF
   for (const key of Object.keys(b)) {
     if (!(key in DEFAULT_BATCHING)) throw new PackageError(`${where}: unknown batching field '${key}'; expected ${Object.keys(DEFAULT_BATCHING).join(', ')}`);
     const v = (b as Record<string, unknown>)[key];
-    const min = key === 'max_queue_delay_us' ? 0 : 1;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new PackageError(`${where}: batching.${key} must be an integer ≥ ${min}`);
+    const [min, max] = BATCHING_RANGE[key as keyof BatchingConfig];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new PackageError(`${where}: batching.${key} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
     out[key as keyof BatchingConfig] = v;
   }
   return out;

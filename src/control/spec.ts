@@ -1,5 +1,6 @@
 import { badRequest } from '../errors.js';
 import type { BatchingConfig } from '../runtime/onnx/batcher.js';
+import { BATCHING_RANGE } from './packages.js';
 import type { Provider } from '../runtime/onnx/providers.js';
 import { parseCondition, RuleSyntaxError } from '../traffic/rules.js';
 
@@ -120,7 +121,7 @@ function shadowOf(raw: unknown, versions: VersionSpec[]): VersionRef[] {
 }
 
 export const SERVICE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
-const BATCH_KEYS = ['max_batch_size', 'max_queue_delay_us', 'max_queue_size'];
+const BATCH_KEYS = Object.keys(BATCHING_RANGE);
 
 /** Resolves an omitted model version to the model's latest. */
 export type LatestVersion = (model: string) => string;
@@ -165,7 +166,8 @@ function versionSpec(raw: unknown, i: number, single: boolean, latest: LatestVer
     batching = {};
     for (const [k, v] of Object.entries(raw['batching'])) {
       if (!BATCH_KEYS.includes(k)) throw badRequest(`${at}.batching: unknown field '${k}'; expected ${BATCH_KEYS.join(', ')}`, 'BadSpec');
-      batching[k as keyof BatchingConfig] = int(v, `${at}.batching.${k}`, k === 'max_queue_delay_us' ? 0 : 1, 0);
+      const [min, max] = BATCHING_RANGE[k as keyof BatchingConfig];
+      batching[k as keyof BatchingConfig] = int(v, `${at}.batching.${k}`, min, 0, max);
     }
   }
   const out: VersionSpec = {
