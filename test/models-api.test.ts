@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { tarGz, zip, type ArchiveEntry } from './helpers/archives.js';
-import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
+import { ADMIN_TOKEN, SAMPLE_MODELS, api, postJson, startGateway, tempDir, upload, waitForService, type Answer, type RunningGateway } from './helpers/gateway.js';
 
 const file = (model: string, name: string): Buffer => readFileSync(path.join(SAMPLE_MODELS, model, name));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -78,6 +79,31 @@ describe('model import and versions', () => {
     refused(missing, 400, 'IG.400.BadPackage', /source path '\/no\/such\/folder' is not a folder/);
   });
 
+  test('a source.path that is no package folder is refused with 400 saying why, naming the path the client gave', async () => {
+    const withFifo = tempDir('infergate-pkg-');
+    cpSync(path.join(SAMPLE_MODELS, 'iris'), withFifo, { recursive: true });
+    execFileSync('mkfifo', [path.join(withFifo, 'pipe')]);
+    const noConfig = tempDir('infergate-pkg-');
+    writeFileSync(path.join(noConfig, 'model.onnx'), file('iris', 'model.onnx'));
+    const configFolder = tempDir('infergate-pkg-');
+    mkdirSync(path.join(configFolder, 'config.json'));
+    const cases: [string, RegExp][] = [
+      ['/proc', /source path '\/proc' is in \/proc, the kernel's view of the machine, not a package folder/],
+      ['/sys/kernel/mm', /source path '\/sys\/kernel\/mm' is in \/sys, the kernel's view of the machine/],
+      ['/', /source path '\/' holds the gateway's data folder; import a package folder of its own/],
+      [gw.dataDir, /is inside the gateway's data folder/],
+      [withFifo, /'pipe' is a named pipe \(FIFO\); packages may hold only files and folders/],
+      [noConfig, new RegExp(`^${noConfig}: config\\.json is missing`)],
+      [configFolder, new RegExp(`^${configFolder}/config\\.json: is a folder; config\\.json must be a file`)],
+    ];
+    for (const [source, msg] of cases) {
+      refused(await api(gw, 'POST', '/v1/models', { name: 'nope', source: { path: source } }), 400, 'IG.400.BadPackage', msg);
+    }
+    // Nothing of them was kept, and imports go on.
+    assert.equal((await api(gw, 'GET', '/v1/models/nope')).status, 404);
+    assert.equal((await api(gw, 'POST', '/v1/models', { name: 'after-refusals', source: { path: path.join(SAMPLE_MODELS, 'iris') } })).status, 201);
+  });
+
   test('an existing version is refused with 409', async () => {
     const a = await upload(gw, { name: 'fraud', version: '1.0.0' }, 'm.onnx', file('ccfraud', 'model.onnx'));
     refused(a, 409, 'IG.409.VersionExists', /model 'fraud' already has version '1.0.0'/);
@@ -138,9 +164,10 @@ describe('model import and versions', () => {
       ['an entry escaping in a zip', 'evil.zip', () => zip([...packageEntries('iris'), { name: 'a/../../evil.txt', data: 'x' }]), /escapes the package folder|invalid relative path/],
       ['a symlink in a zip', 'link.zip', () => zip([...packageEntries('iris'), { name: 'passwd', type: 'symlink', link: '/etc/passwd' }]), /entry 'passwd' is a link/],
       ['no config.json', 'noconfig.tar.gz', () => tarGz([{ name: 'model.onnx', data: file('iris', 'model.onnx') }]), /config\.json is missing/],
-      ['an unknown model_type', 'tf.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'TensorFlow' }) }, { name: 'model.onnx', data: file('iris', 'model.onnx') }]), /model_type "TensorFlow" is not supported; expected "ONNX" or "Image"/],
+      ['an unknown model_type', 'tf.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'TensorFlow' }) }, { name: 'model.onnx', data: file('iris', 'model.onnx') }]), /^tf\.zip\/config\.json: model_type "TensorFlow" is not supported; expected "ONNX" or "Image"/],
+      ['a config.json that is not JSON', 'badcfg.tar.gz', () => tarGz([{ name: 'pkg/config.json', data: '{"model_type": ONNX}' }, { name: 'pkg/model.onnx', data: file('iris', 'model.onnx') }]), /^badcfg\.tar\.gz\/pkg\/config\.json: not valid JSON: /],
       ['a model file ONNX Runtime cannot load', 'garbage.onnx', () => Buffer.from('this is not an onnx model'), /model file 'model\.onnx' cannot be loaded by ONNX Runtime/],
-      ['a missing model file', 'nomodel.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'ONNX', model_file: 'net.onnx' }) }]), /model file 'net\.onnx' \(config "model_file"\) is missing/],
+      ['a missing model file', 'nomodel.zip', () => zip([{ name: 'config.json', data: JSON.stringify({ model_type: 'ONNX', model_file: 'net.onnx' }) }]), /^nomodel\.zip: model file 'net\.onnx' \(config "model_file"\) is missing/],
       ['an unknown file type', 'model.pkl', () => Buffer.from('pickle'), /file 'model\.pkl': expected a \.onnx model, a \.tar\.gz \(\.tgz\) or a \.zip package/],
       ['a corrupt archive', 'broken.zip', () => Buffer.from('PK not really'), /broken\.zip: not a readable \.zip archive/],
     ];

@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, rename, rm, realpath, rmdir, stat } from 'node:fs/promises';
+import { constants, existsSync, type Dirent } from 'node:fs';
+import { access, cp, mkdir, readdir, rename, rm, realpath, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { GatewayError, notFound } from '../errors.js';
 import type { Db } from '../store/db.js';
 import type { EventLog, EventRecord } from '../store/events.js';
-import { extractTarGz, extractZip, writeBareOnnx } from './archives.js';
+import { extractTarGz, extractZip, MAX_ENTRIES, writeBareOnnx } from './archives.js';
 import { PackageError, readPackage, type ModelPackage } from './packages.js';
 
 export interface ModelVersionView {
@@ -58,6 +58,7 @@ export type UsageCheck = (projectId: string, model: string, version: string) => 
 export class ModelRegistry {
   private readonly modelsRoot: string;
   private readonly scratchRoot: string;
+  private readonly dataDir: string;
 
   constructor(
     private readonly db: Db,
@@ -66,6 +67,7 @@ export class ModelRegistry {
     private readonly maxPackageBytes: number,
     private readonly usage: UsageCheck,
   ) {
+    this.dataDir = path.resolve(dataDir);
     this.modelsRoot = path.join(dataDir, 'models');
     this.scratchRoot = path.join(dataDir, 'tmp');
   }
@@ -93,7 +95,7 @@ export class ModelRegistry {
       else if (lower.endsWith('.tar.gz') || lower.endsWith('.tgz')) await extractTarGz(data, scratch, this.maxPackageBytes, filename);
       else if (lower.endsWith('.zip')) await extractZip(data, scratch, this.maxPackageBytes, filename);
       else throw new PackageError(`file '${filename}': expected a .onnx model, a .tar.gz (.tgz) or a .zip package`);
-      return await this.commit(meta, await packageRoot(scratch, filename), scratch, false);
+      return await this.commit(meta, await packageRoot(scratch, filename), scratch, false, filename);
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }
@@ -106,15 +108,21 @@ export class ModelRegistry {
   async importFolder(meta: ImportMeta, given: string, skipIfKnown = false): Promise<ModelVersionView> {
     const st = await stat(given).catch(() => null);
     if (!st?.isDirectory()) throw new PackageError(`source path '${given}' is not a folder on the gateway's machine`);
-    // The folder may be reached through a link; what it holds may not (refuseLinks).
+    // The folder may be reached through a link; what it holds may not (checkFolder).
     const src = await realpath(given);
+    if (SYSTEM_FOLDERS.some((d) => src === d || src.startsWith(d + '/'))) {
+      throw new PackageError(`source path '${given}' is in ${src.split('/').slice(0, 2).join('/')}, the kernel's view of the machine, not a package folder`);
+    }
+    if (within(this.dataDir, src) || within(src, this.dataDir)) {
+      throw new PackageError(`source path '${given}' ${within(this.dataDir, src) ? 'is inside' : 'holds'} the gateway's data folder; import a package folder of its own`);
+    }
+    await checkFolder(src, given, this.maxPackageBytes);
     const scratch = await this.scratch();
     try {
-      await refuseLinks(src);
       await cp(src, scratch, { recursive: true });
       // Again on the copy: a file swapped for a link between the check and the copy is caught here.
-      await refuseLinks(scratch, src);
-      return await this.commit(meta, scratch, scratch, skipIfKnown);
+      await checkFolder(scratch, given, this.maxPackageBytes);
+      return await this.commit(meta, scratch, scratch, skipIfKnown, given);
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }
@@ -126,10 +134,14 @@ export class ModelRegistry {
     return dir;
   }
 
-  private async commit(meta: ImportMeta, root: string, scratch: string, skipIfKnown: boolean): Promise<ModelVersionView> {
+  /** `shown`: the package as the client named it (its path or file name), for messages. */
+  private async commit(meta: ImportMeta, root: string, scratch: string, skipIfKnown: boolean, shown: string): Promise<ModelVersionView> {
     if (!NAME.test(meta.name)) throw new PackageError(`model name '${meta.name}' must be 1–64 of A-Za-z0-9_-`);
     if (meta.version !== undefined && !VERSION.test(meta.version)) throw new PackageError(`version '${meta.version}' must be 1–64 of A-Za-z0-9._-, starting with a letter or digit`);
-    const pkg = await readPackage(root, meta.name);
+    const pkg = await readPackage(root, meta.name).catch((err: unknown) => {
+      // The package is read from a scratch copy; the client knows it by its own name.
+      throw err instanceof PackageError ? new PackageError(err.message.replaceAll(scratch, shown)) : err;
+    });
     // One import of a model at a time: two racing for one version would each see it free, and the
     // files of one would end up under the other's row.
     return this.oneAtATime(`${meta.projectId}/${meta.name}`, () => this.store(meta, pkg, root, scratch, skipIfKnown));
@@ -328,14 +340,48 @@ const createHashHex = (s: string): string => createHash('sha256').update(s).dige
  * Links in a package folder are refused like links in an archive: they could point anywhere.
  * `shown` names the folder in the message (the source, when `dir` is its copy).
  */
-async function refuseLinks(dir: string, shown = dir): Promise<void> {
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isSymbolicLink()) {
-      const rel = path.relative(dir, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
-      throw new PackageError(`${shown}: '${rel}' is a link; packages may hold only files and folders`);
+/** Folders whose files are the kernel's (reading some never ends), never a package. */
+const SYSTEM_FOLDERS = ['/proc', '/sys', '/dev'];
+
+const within = (outer: string, inner: string): boolean => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : outer + '/');
+
+/**
+ * A folder to import holds only files and folders (no links, FIFOs, sockets or devices: a FIFO
+ * would block the copy), every one readable, within the package limits of an upload.
+ */
+async function checkFolder(dir: string, shown: string, limitBytes: number): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  } catch (err) {
+    throw new PackageError(`source path '${shown}' cannot be read: ${unreadable(err, dir, shown)}`);
+  }
+  if (entries.length > MAX_ENTRIES) throw new PackageError(`source path '${shown}' holds more than ${MAX_ENTRIES} files and folders; a package holds at most ${MAX_ENTRIES}`);
+  let total = 0;
+  for (const e of entries) {
+    const full = path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
+    const rel = path.relative(dir, full);
+    if (e.isSymbolicLink()) throw new PackageError(`${shown}: '${rel}' is a link; packages may hold only files and folders`);
+    if (!e.isFile() && !e.isDirectory()) throw new PackageError(`${shown}: '${rel}' is ${kindOf(e)}; packages may hold only files and folders`);
+    if (!e.isFile()) continue;
+    try {
+      await access(full, constants.R_OK);
+      total += (await stat(full)).size;
+    } catch (err) {
+      throw new PackageError(`${shown}: '${rel}' cannot be read: ${unreadable(err, dir, shown)}`);
     }
+    if (total > limitBytes) throw new GatewayError(413, 'PackageTooLarge', `source path '${shown}' holds more than ${limitBytes} bytes, over the package limit`);
   }
 }
+
+function kindOf(e: Dirent): string {
+  if (e.isFIFO()) return 'a named pipe (FIFO)';
+  if (e.isSocket()) return 'a socket';
+  return 'a device';
+}
+
+const unreadable = (err: unknown, dir: string, shown: string): string =>
+  (err as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : String((err as Error).message).replaceAll(dir, shown);
 
 async function folderSize(dir: string): Promise<number> {
   let total = 0;

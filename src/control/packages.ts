@@ -56,6 +56,7 @@ export async function readPackage(dir: string, name = path.basename(dir), versio
   if (!MODEL_NAME.test(name)) throw new PackageError(`${dir}: model name '${name}' must be 1–64 of A-Za-z0-9_-`);
   const configPath = path.join(dir, 'config.json');
   if (!existsSync(configPath)) throw new PackageError(`${dir}: config.json is missing; every package needs one (SPEC §4)`);
+  if (!(await stat(configPath)).isFile()) throw new PackageError(`${configPath}: is a folder; config.json must be a file`);
   let config: PackageConfig;
   try {
     config = JSON.parse(await readFile(configPath, 'utf8')) as PackageConfig;
