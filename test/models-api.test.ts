@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
@@ -132,6 +132,27 @@ describe('model import and versions', () => {
     assert.equal(model.versions.length, 1);
     assert.equal(model.versions[0].sha256, winner.json.sha256);
     assert.equal(sha(readFileSync(path.join(gw.dataDir, 'models', model.id, '2.1', 'model.onnx'))), winner.json.sha256);
+  });
+
+  test('a model deleted while a version of it is imported: no 500, and no version folder is left without its row', async () => {
+    const source = { path: path.join(SAMPLE_MODELS, 'credit-risk') };
+    for (let i = 0; i < 16; i++) {
+      const name = `race-delete-${i}`;
+      assert.equal((await api(gw, 'POST', '/v1/models', { name, version: '1.0.0', source })).status, 201);
+      const imported = api(gw, 'POST', '/v1/models', { name, version: '2.0.0', source });
+      // Spread over the import's course: reading, checking the model loads, storing.
+      await new Promise((r) => setTimeout(r, i * 4));
+      const [imp, del] = await Promise.all([imported, api(gw, 'DELETE', `/v1/models/${name}`)]);
+      assert.equal(imp.status, 201, imp.text);
+      assert.equal(del.status, 204, del.text);
+    }
+    const rows = new Set<string>();
+    for (const m of (await api(gw, 'GET', '/v1/models')).json.models as { id: string; versions: { version: string }[] }[]) {
+      for (const v of m.versions) rows.add(`${m.id}/${v.version}`);
+    }
+    const root = path.join(gw.dataDir, 'models');
+    const folders = readdirSync(root).flatMap((id) => readdirSync(path.join(root, id)).map((v) => `${id}/${v}`));
+    assert.deepEqual(folders.filter((f) => !rows.has(f)), [], 'version folders no row claims');
   });
 
   test('archive bombs stop at the first header over a limit: a declared size past the package limit, or too many entries', async () => {

@@ -142,14 +142,17 @@ export class ModelRegistry {
       // The package is read from a scratch copy; the client knows it by its own name.
       throw err instanceof PackageError ? new PackageError(err.message.replaceAll(scratch, shown)) : err;
     });
-    // One import of a model at a time: two racing for one version would each see it free, and the
-    // files of one would end up under the other's row.
-    return this.oneAtATime(`${meta.projectId}/${meta.name}`, () => this.store(meta, pkg, root, scratch, skipIfKnown));
+    // One import or delete of a model at a time: two imports racing for one version would each see
+    // it free, and the files of one would end up under the other's row; a delete landing inside an
+    // import would leave its version a folder without a model.
+    return this.oneAtATime(meta.projectId, meta.name, () => this.store(meta, pkg, root, scratch, skipIfKnown));
   }
 
+  /** The import or delete of each project/model now running, which the next one waits for. */
   private readonly importing = new Map<string, Promise<unknown>>();
 
-  private async oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
+  private async oneAtATime<T>(projectId: string, name: string, work: () => Promise<T>): Promise<T> {
+    const key = `${projectId}/${name}`;
     const before = this.importing.get(key) ?? Promise.resolve();
     const mine = before.catch(() => undefined).then(work);
     this.importing.set(key, mine);
@@ -184,12 +187,18 @@ export class ModelRegistry {
       id: randomUUID(), model_id: modelId, version, description: meta.description ?? '', model_type: pkg.modelType,
       sha256: pkg.sha256 || configSha(pkg), size, dir, config: JSON.stringify(pkg.config), status: 'normal', created_at: now,
     };
-    this.db.transaction(() => {
-      if (!existing) {
-        this.db.prepare('INSERT INTO models (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)').run(row.model_id, meta.projectId, meta.name, meta.description ?? '', now);
-      }
-      this.db.prepare('INSERT INTO model_versions (id, model_id, version, description, model_type, sha256, size, dir, config, status, created_at) VALUES (@id, @model_id, @version, @description, @model_type, @sha256, @size, @dir, @config, @status, @created_at)').run(row);
-    })();
+    try {
+      this.db.transaction(() => {
+        if (!existing) {
+          this.db.prepare('INSERT INTO models (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)').run(row.model_id, meta.projectId, meta.name, meta.description ?? '', now);
+        }
+        this.db.prepare('INSERT INTO model_versions (id, model_id, version, description, model_type, sha256, size, dir, config, status, created_at) VALUES (@id, @model_id, @version, @description, @model_type, @sha256, @size, @dir, @config, @status, @created_at)').run(row);
+      })();
+    } catch (err) {
+      // No row claims the folder: it goes now, not at the next start.
+      await this.removeVersionDir(dir);
+      throw err;
+    }
     this.eventLog.record('model', row.model_id, 'Normal', `Model ${meta.name} version ${version} imported (sha256 ${row.sha256.slice(0, 12)}…).`);
     return this.versionView(meta.name, row);
   }
@@ -273,7 +282,11 @@ export class ModelRegistry {
     return readPackage(v.dir, name, v.version);
   }
 
-  async deleteVersion(projectId: string, name: string, version: string): Promise<void> {
+  deleteVersion(projectId: string, name: string, version: string): Promise<void> {
+    return this.oneAtATime(projectId, name, () => this.removeVersion(projectId, name, version));
+  }
+
+  private async removeVersion(projectId: string, name: string, version: string): Promise<void> {
     const v = this.versionRow(projectId, name, version);
     const user = this.usage(projectId, name, version);
     if (user) throw new GatewayError(409, 'VersionInUse', `model '${name}' version '${version}' is used by service '${user}'; remove it from the service first`);
@@ -289,7 +302,11 @@ export class ModelRegistry {
     await rm(resolved, { recursive: true, force: true });
   }
 
-  async deleteModel(projectId: string, name: string): Promise<void> {
+  deleteModel(projectId: string, name: string): Promise<void> {
+    return this.oneAtATime(projectId, name, () => this.removeModel(projectId, name));
+  }
+
+  private async removeModel(projectId: string, name: string): Promise<void> {
     const m = this.requireModel(projectId, name);
     const versions = this.db.prepare('SELECT * FROM model_versions WHERE model_id = ?').all(m.id) as VersionRow[];
     for (const v of versions) {
