@@ -175,7 +175,7 @@ describe('services: lifecycle, statuses, traffic split', () => {
     assert.ok(after.every((v) => v === 'fraud@2.0.0'), `after the update only the new version answers: ${after.filter((v) => v !== 'fraud@2.0.0').length} of ${after.length} did not`);
     const events = (await api(gw, 'GET', '/v1/services/roll/events')).json.events.map((e: { message: string }) => e.message);
     assert.deepEqual(events.slice(-2), ['The service starts to update.', 'Service updated.']);
-    assert.deepEqual((await api(gw, 'GET', '/v1/services/roll')).json.versions, [{ model: 'fraud', version: '2.0.0', weight: 100, instances: 2, provider: 'cpu' }]);
+    assert.deepEqual((await api(gw, 'GET', '/v1/services/roll')).json.versions, [{ model: 'fraud', version: '2.0.0', weight: 100, instances: 2, provider: 'cpu', intra_op_threads: 1 }]);
   });
 
   test('a failed update is rolled back and the old version keeps serving', async () => {

@@ -47,6 +47,13 @@ describe('shadow traffic, A/B and the inference log', () => {
     await gw.stop();
   });
 
+  test('a service reads back its shadow versions and log sample rate', async () => {
+    const shadowed = (await api(gw, 'GET', '/v1/services/shadowed')).json;
+    assert.deepEqual(shadowed.shadow, [{ model: 'challenger', version: '0.0.1' }]);
+    assert.equal(shadowed.log_sample_rate, null, 'not set: the gateway\'s logs.sample_rate');
+    assert.equal((await api(gw, 'GET', '/v1/services/unlogged')).json.log_sample_rate, 0);
+  });
+
   const latest = async (service: string): Promise<any> => (await logs(service, { page_size: 1 })).json[0];
 
   test('the gateway\'s first Arrow body (its codec still loading) reaches the shadow too', async () => {

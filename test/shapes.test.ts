@@ -59,7 +59,7 @@ describe('execution providers', () => {
       config: {
         services: [
           { name: 'gpu', auth: 'none', versions: [{ model: 'ccfraud', provider: 'cuda' }] },
-          { name: 'gpu-or-cpu', auth: 'none', versions: [{ model: 'ccfraud', provider: 'cuda', provider_fallback: 'cpu' }] },
+          { name: 'gpu-or-cpu', auth: 'none', versions: [{ model: 'ccfraud', provider: 'cuda', provider_fallback: 'cpu', intra_op_threads: 2, batching: { max_batch_size: 8 } }] },
         ],
       },
       env: { INFERGATE_LOG_LEVEL: 'info' },
@@ -73,6 +73,10 @@ describe('execution providers', () => {
       const refused = await postJson(`${gw.url}/v1/infers/gpu`, [{ tensor: new Array(29).fill(0) }]);
       assert.equal(refused.status, 503);
       assert.match(refused.json.error_msg, /service 'gpu' is failed/);
+      // The service reads back as it was set.
+      assert.deepEqual((await api(gw, 'GET', '/v1/services/gpu-or-cpu')).json.versions, [
+        { model: 'ccfraud', version: '0.0.1', weight: 100, instances: 1, provider: 'cuda', provider_fallback: 'cpu', intra_op_threads: 2, batching: { max_batch_size: 8 } },
+      ]);
       const served = await postJson(`${gw.url}/v1/infers/gpu-or-cpu`, [{ tensor: new Array(29).fill(0) }]);
       assert.equal(served.status, 200, served.text);
       const log = gw.stderr().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg).join('\n');

@@ -10,7 +10,7 @@ import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
 import { makeServedBy, makeService, versionIdle, type CompiledRules, type RoutingTable, type Service, type ServiceStatus, type ServiceVersion } from './services.js';
-import { SERVICE_NAME, parseServiceSpec, splitsTraffic, versionKey, type RuleSpec, type ServiceSpec, type VersionSpec } from './spec.js';
+import { SERVICE_NAME, parseServiceSpec, splitsTraffic, versionKey, type RuleSpec, type ServiceSpec, type VersionRef, type VersionSpec } from './spec.js';
 import { headersOf, parseCondition } from '../traffic/rules.js';
 import { ServiceLog, type LogSettings } from '../telemetry/inference-log.js';
 
@@ -28,7 +28,10 @@ export interface ServiceView {
   high_speed: boolean;
   websocket: boolean;
   rules: RuleSpec[];
-  versions: { model: string; version: string; weight: number; instances: number; provider: string }[];
+  shadow: VersionRef[];
+  log_sample_rate: number | null;
+  /** Each version as stored: what the client set, with the defaults it did not set filled in. */
+  versions: VersionSpec[];
   created_at: string;
   updated_at: string;
 }
@@ -579,7 +582,9 @@ export class ServiceManager {
       high_speed: spec.high_speed === true,
       websocket: spec.websocket === true,
       rules: spec.rules ?? [],
-      versions: spec.versions.map((v) => ({ model: v.model, version: v.version, weight: v.weight, instances: v.instances, provider: v.provider })),
+      shadow: spec.shadow ?? [],
+      log_sample_rate: spec.log_sample_rate ?? null,
+      versions: spec.versions,
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),
     };
   }
