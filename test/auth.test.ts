@@ -146,6 +146,16 @@ describe('authentication and access', () => {
   describe('refused credentials (401)', () => {
     test('a wrong password', async () => unauthorized(await login('dev', 'wrong-password'), /wrong username or password/));
     test('an unknown user', async () => unauthorized(await login('nobody', 'whatever-password'), /wrong username or password/));
+    test('a username without a password, or a password that is not a string, is a 400 saying so', async () => {
+      const noPassword = await api(gw, 'POST', '/v1/auth/tokens', { username: 'dev' }, null);
+      assert.equal(noPassword.status, 400, noPassword.text);
+      assert.equal(noPassword.json.error_msg, `'password' is missing: send "password" with "username"`);
+      const numeric = await api(gw, 'POST', '/v1/auth/tokens', { username: 'dev', password: 12345 }, null);
+      assert.equal(numeric.status, 400, numeric.text);
+      assert.equal(numeric.json.error_msg, `'password' must be a string: send "password" with "username"`);
+      const noUser = await api(gw, 'POST', '/v1/auth/tokens', { password: 'whatever-password' }, null);
+      assert.equal(noUser.json.error_msg, `'username' is missing: send "username" with "password"`);
+    });
     test('a revoked API key', async () => {
       const key = await api(gw, 'POST', `/v1/users/${users['caller']!.id}/api-keys`);
       seenTokens.push(key.json.api_key);

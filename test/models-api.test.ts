@@ -208,7 +208,13 @@ describe('model import and versions', () => {
       noMeta.append('file', new Blob([file('iris', 'model.onnx')]), 'm.onnx');
       const b = await fetch(`${gw.url}/v1/models`, { method: 'POST', body: noMeta, headers: { 'x-auth-token': ADMIN_TOKEN } });
       assert.equal(b.status, 400);
-      assert.match(((await b.json()) as { error_msg: string }).error_msg, /needs a 'metadata' part/);
+      assert.match(((await b.json()) as { error_msg: string }).error_msg, /needs a 'metadata' part with JSON \{"name", "version"\?, "description"\?, "project"\?\}/);
+    });
+
+    test('metadata fields of the wrong type name the field as the client sent it', async () => {
+      refused(await upload(gw, { name: 'x', description: 5 }, 'm.onnx', file('iris', 'model.onnx')), 400, 'IG.400.BadSpec', /^metadata 'description' must be a string, got 5$/);
+      refused(await api(gw, 'POST', '/v1/models', { description: 'd', source: { path: path.join(SAMPLE_MODELS, 'iris') } }), 400, 'IG.400.BadSpec', /^'name' must be a model name \(1–64 of A-Za-z0-9_-\), got nothing$/);
+      refused(await api(gw, 'POST', '/v1/models', { name: 'x', version: 2, source: { path: path.join(SAMPLE_MODELS, 'iris') } }), 400, 'IG.400.BadSpec', /^'version' must be a string such as "0\.0\.1", got 2$/);
     });
 
     test('a bad model name', async () => {

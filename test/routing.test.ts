@@ -75,6 +75,10 @@ describe('routing rules end to end', () => {
       assert.equal(deep.json.error_code, 'IG.400.BadRule');
       assert.match(deep.json.error_msg, /^rules\[0\]\.condition: the condition is \d+ characters long; at most 2048 are allowed/);
     }
+    // New versions that leave a stored rule without its version: the refusal says the rule is the stored one.
+    const stale = await api(gw, 'PATCH', '/v1/services/routed', { versions: [{ model: 'fraud', version: '1.0.0', weight: 100 }] });
+    assert.equal(stale.status, 400, stale.text);
+    assert.match(stale.json.error_msg, /^rules\[0\]: the service has no version '2\.0\.0' of model 'fraud'; name one of fraud@1\.0\.0 \(in the service's stored 'rules', which this update keeps; send 'rules' with the new versions, or \[\] to drop them\)$/);
     const patched = await api(gw, 'PATCH', '/v1/services/routed', { rules: [{ condition: '#HEADER_uid.hashCode() %', version: '2.0.0' }] });
     assert.equal(patched.status, 400);
     assert.match(patched.json.error_msg, /rules\[0\]\.condition: unexpected end of condition; expected a variable, a quoted string, an integer or \( at position 25/);

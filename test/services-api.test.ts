@@ -98,6 +98,8 @@ describe('services: lifecycle, statuses, traffic split', () => {
       [{ versions: [{ model: 'fraud', version: '1.0.0', instances: 2000 }] }, /versions\[0\]\.instances must be an integer from 1 to 128, got 2000/],
       [{ versions: [{ model: 'fraud', version: '1.0.0', intra_op_threads: 500 }] }, /versions\[0\]\.intra_op_threads must be an integer from 1 to 64, got 500/],
       [{ versions: [{ model: 'fraud', version: '1.0.0', batching: { max_queue_delay_us: 9007199254740991 } }] }, /versions\[0\]\.batching\.max_queue_delay_us must be an integer from 0 to 10000000, got 9007199254740991/],
+      [{ versions: [{ model: 'fraud', version: '1.0.0' }], auth: 'yes' }, /'auth' must be "token" or "none", got "yes"/],
+      [{ versions: [{ model: 'fraud', version: '1.0.0' }], rules: [{ condition: 'true' }] }, /rules\[0\]\.version must name one of the service's versions: fraud@1\.0\.0/],
       [{ versions: [{ model: 'fraud', version: '1.0.0' }], timeout_minutes: 40000 }, /'timeout_minutes' must be a positive number of minutes, at most 10080 \(a week\), got 40000/],
       // A misspelt field is refused, not dropped (the limit would silently not be set).
       [{ versions: [{ model: 'fraud', version: '1.0.0' }], trafic_limit: 5 }, /^unknown field 'trafic_limit'; a service takes name, project, description, auth, versions, rules, shadow, traffic_limit, timeout_minutes, log_sample_rate, high_speed, websocket$/],

@@ -74,7 +74,11 @@ export class Identity {
 
   user(id: string): UserRow {
     const u = this.db.prepare('SELECT * FROM users WHERE id = ?').get(id) as UserRow | undefined;
-    if (!u) throw notFound(`user '${id}' does not exist`, 'UserNotFound');
+    if (!u) {
+      // Names and ids are both short strings: a name given where the id goes is the likely slip.
+      const named = this.userByName(id);
+      throw notFound(`user '${id}' does not exist${named ? `; '${id}' is a user's name, and its id is '${named.id}'` : ''}`, 'UserNotFound');
+    }
     return u;
   }
 

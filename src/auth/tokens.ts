@@ -82,6 +82,10 @@ export class TokenService {
   async exchange(body: Record<string, unknown>): Promise<TokenResponse> {
     let user: UserRow | undefined;
     if (typeof body['username'] === 'string' || body['password'] !== undefined) {
+      // What is missing is the caller's mistake to hear about; which of a given pair is wrong is not.
+      for (const [k, other] of [['username', 'password'], ['password', 'username']] as const) {
+        if (typeof body[k] !== 'string') throw new GatewayError(400, 'BadRequest', `'${k}' ${body[k] === undefined ? 'is missing' : 'must be a string'}: send "${k}" with "${other}"`);
+      }
       user = typeof body['username'] === 'string' ? this.identity.userByName(body['username']) : undefined;
       const ok = await checkPassword(typeof body['password'] === 'string' ? body['password'] : '', user?.password_hash ?? null);
       if (!user || !ok) throw unauthorized('wrong username or password');

@@ -1,4 +1,4 @@
-import { badRequest } from '../errors.js';
+import { badRequest, GatewayError } from '../errors.js';
 import type { BatchingConfig } from '../runtime/onnx/batcher.js';
 import { BATCHING_RANGE } from './packages.js';
 import type { Provider } from '../runtime/onnx/providers.js';
@@ -73,7 +73,7 @@ function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
       if (err instanceof RuleSyntaxError) throw badRequest(`${at}.condition: ${err.message}`, 'BadRule');
       throw err;
     }
-    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions`, 'BadSpec');
+    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions: ${names(versions)}`, 'BadSpec');
     const model = r['model'];
     if (model !== undefined && typeof model !== 'string') throw badRequest(`${at}.model must be a model name`, 'BadSpec');
     const out: RuleSpec = { condition: r['condition'], ...versionRef(versions, r['version'], model, at) };
@@ -93,10 +93,12 @@ function rulesOf(raw: unknown, versions: VersionSpec[]): RuleSpec[] {
   });
 }
 
+const names = (versions: VersionSpec[]): string => versions.map((v) => `${v.model}@${v.version}`).join(', ');
+
 /** The one service version a `version` (and optional `model`) names. */
 function versionRef(versions: VersionSpec[], version: string, model: string | undefined, at: string): VersionRef {
   const matches = versions.filter((v) => v.version === version && (model === undefined || v.model === model));
-  if (matches.length === 0) throw badRequest(`${at}: the service has no version '${version}'${model ? ` of model '${model}'` : ''}; name one of ${versions.map((v) => `${v.model}@${v.version}`).join(', ')}`, 'BadSpec');
+  if (matches.length === 0) throw badRequest(`${at}: the service has no version '${version}'${model ? ` of model '${model}'` : ''}; name one of ${names(versions)}`, 'BadSpec');
   if (matches.length > 1) throw badRequest(`${at}: version '${version}' is ambiguous (several models have it); add "model"`, 'BadSpec');
   return { model: matches[0]!.model, version: matches[0]!.version };
 }
@@ -110,7 +112,7 @@ function shadowOf(raw: unknown, versions: VersionSpec[]): VersionRef[] {
     if (!isObj(r)) throw badRequest(`${at} must be an object {"version", "model"?}`, 'BadSpec');
     const extra = Object.keys(r).find((k) => k !== 'version' && k !== 'model');
     if (extra) throw badRequest(`${at}: unknown field '${extra}'; expected version, model`, 'BadSpec');
-    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions`, 'BadSpec');
+    if (typeof r['version'] !== 'string') throw badRequest(`${at}.version must name one of the service's versions: ${names(versions)}`, 'BadSpec');
     if (r['model'] !== undefined && typeof r['model'] !== 'string') throw badRequest(`${at}.model must be a model name`, 'BadSpec');
     const ref = versionRef(versions, r['version'], r['model'] as string | undefined, at);
     const key = `${ref.model}@${ref.version}`;
@@ -209,15 +211,15 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   const total = versions.reduce((a, v) => a + v.weight, 0);
   if (total !== 100) throw badRequest(`versions: weights sum to ${total}; they must sum to 100`, 'BadSpec');
   const auth = body['auth'] ?? base?.auth ?? 'token';
-  if (auth !== 'none' && auth !== 'token') throw badRequest(`'auth' must be "token" or "none"`, 'BadSpec');
+  if (auth !== 'none' && auth !== 'token') throw badRequest(`'auth' must be "token" or "none", got ${JSON.stringify(auth)}`, 'BadSpec');
   const description = body['description'] ?? base?.description ?? '';
   if (typeof description !== 'string') throw badRequest(`'description' must be a string`, 'BadSpec');
   const timeout = body['timeout_minutes'] ?? base?.timeout_minutes ?? 20;
   if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_TIMEOUT_MINUTES) throw badRequest(`'timeout_minutes' must be a positive number of minutes, at most ${MAX_TIMEOUT_MINUTES} (a week), got ${JSON.stringify(timeout)}`, 'BadSpec');
   const limit = body['traffic_limit'] === undefined ? (base?.traffic_limit ?? null) : body['traffic_limit'];
   if (limit !== null && (typeof limit !== 'number' || !(limit > 0))) throw badRequest(`'traffic_limit' must be a positive number of requests per second, or null for none`, 'BadSpec');
-  const rules = rulesOf(body['rules'] === undefined ? base?.rules : body['rules'], versions);
-  const shadow = shadowOf(body['shadow'] === undefined ? base?.shadow : body['shadow'], versions);
+  const rules = storedOrSent(body, base, 'rules', (raw) => rulesOf(raw, versions));
+  const shadow = storedOrSent(body, base, 'shadow', (raw) => shadowOf(raw, versions));
   const rate = body['log_sample_rate'] === undefined ? (base?.log_sample_rate ?? null) : body['log_sample_rate'];
   if (rate !== null && (typeof rate !== 'number' || !(rate >= 0 && rate <= 1))) throw badRequest(`'log_sample_rate' must be a number from 0 to 1 (the share of requests kept in the inference log), or null for the gateway's logs.sample_rate`, 'BadSpec');
   const highSpeed = body['high_speed'] ?? base?.high_speed ?? false;
@@ -225,6 +227,20 @@ export function parseServiceSpec(body: Record<string, unknown>, latest: LatestVe
   const websocket = body['websocket'] ?? base?.websocket ?? false;
   if (typeof websocket !== 'boolean') throw badRequest(`'websocket' must be true or false`, 'BadSpec');
   return { description, auth, timeout_minutes: timeout, traffic_limit: limit as number | null, versions, rules, shadow, log_sample_rate: rate as number | null, high_speed: highSpeed, websocket };
+}
+
+/**
+ * A PATCH keeps the stored rules and shadow unless it sends them; where new versions leave a
+ * stored one naming a version no longer there, the refusal says it is the stored one.
+ */
+function storedOrSent<T>(body: Record<string, unknown>, base: ServiceSpec | undefined, field: 'rules' | 'shadow', parse: (raw: unknown) => T): T {
+  if (body[field] !== undefined || !base) return parse(body[field]);
+  try {
+    return parse(base[field]);
+  } catch (err) {
+    if (!(err instanceof GatewayError)) throw err;
+    throw badRequest(`${err.message} (in the service's stored '${field}', which this update keeps; send '${field}' with the new versions, or [] to drop them)`, 'BadSpec');
+  }
 }
 
 /** A version's deployment identity: an update reuses the runners of versions whose key is unchanged. */

@@ -331,11 +331,11 @@ async function importModel(c: Call, deps: ManagementDeps) {
     if (!parts) throw new GatewayError(400, 'BadMultipart', 'the multipart body could not be parsed (check the boundary in Content-Type)');
     const metaPart = parts.find((p) => p.name === 'metadata');
     const filePart = parts.find((p) => p.name === 'file');
-    if (!metaPart) throw new GatewayError(400, 'MissingPart', `the upload needs a 'metadata' part with JSON {"name", "version"?, "description"?}`);
+    if (!metaPart) throw new GatewayError(400, 'MissingPart', `the upload needs a 'metadata' part with JSON {"name", "version"?, "description"?, "project"?}`);
     if (!filePart) throw new GatewayError(400, 'MissingPart', `the upload needs a 'file' part: a .onnx model, a .tar.gz or a .zip package`);
     const meta = parseJsonObject(Buffer.from(metaPart.data), `the 'metadata' part`, ['name', 'version', 'description', 'project']);
     const filename = filePart.filename ?? '';
-    return deps.models.importUpload(importMeta(meta, c.projectFor(meta['project'])), filename, new Uint8Array(filePart.data));
+    return deps.models.importUpload(importMeta(meta, c.projectFor(meta['project']), `metadata '`), filename, new Uint8Array(filePart.data));
   }
   if (ct.startsWith('application/json') || ct === '') {
     const body = parseJsonObject(c.body!, 'POST /v1/models', ['name', 'version', 'description', 'project', 'source']);
@@ -343,15 +343,17 @@ async function importModel(c: Call, deps: ManagementDeps) {
     if (typeof source !== 'object' || source === null || typeof (source as Record<string, unknown>)['path'] !== 'string') {
       throw new GatewayError(400, 'BadSpec', `a JSON import needs "source": {"path": "<package folder on the gateway's machine>"}; to upload a file use multipart/form-data`);
     }
-    return deps.models.importFolder(importMeta(body, c.projectFor(body['project'])), (source as { path: string }).path);
+    return deps.models.importFolder(importMeta(body, c.projectFor(body['project']), `'`), (source as { path: string }).path);
   }
   throw new GatewayError(415, 'UnsupportedMediaType', `Content-Type '${c.contentType}' is not supported here; send multipart/form-data or application/json`);
 }
 
-function importMeta(meta: Record<string, unknown>, projectId: string) {
+/** `field`: how messages open a field's name: `metadata '` in an upload's metadata part, `'` in a JSON body. */
+function importMeta(meta: Record<string, unknown>, projectId: string, field: string) {
   const { name, version, description } = meta;
-  if (typeof name !== 'string') throw new GatewayError(400, 'BadSpec', `metadata 'name' must be a model name (1–64 of A-Za-z0-9_-)`);
-  if (version !== undefined && typeof version !== 'string') throw new GatewayError(400, 'BadSpec', `metadata 'version' must be a string such as "0.0.1"`);
-  if (description !== undefined && typeof description !== 'string') throw new GatewayError(400, 'BadSpec', `metadata 'description' must be a string`);
+  const got = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
+  if (typeof name !== 'string') throw new GatewayError(400, 'BadSpec', `${field}name' must be a model name (1–64 of A-Za-z0-9_-), got ${got(name)}`);
+  if (version !== undefined && typeof version !== 'string') throw new GatewayError(400, 'BadSpec', `${field}version' must be a string such as "0.0.1", got ${got(version)}`);
+  if (description !== undefined && typeof description !== 'string') throw new GatewayError(400, 'BadSpec', `${field}description' must be a string, got ${got(description)}`);
   return { name, version, description, projectId };
 }

@@ -597,6 +597,13 @@ export function recordShadow(slot: ShadowSlot, label: string, sig: ModelSignatur
   slot.set(label, { sig, outputs });
 }
 
+/** Date.parse rolls an impossible day over ("02-30" is March 2nd); RFC 3339 does not have it. */
+function realDate(v: string): boolean {
+  const [y, m, d] = v.slice(0, 10).split('-').map(Number) as [number, number, number];
+  const [hh, mm, ss] = [Number(v.slice(11, 13)), Number(v.slice(14, 16)), v[16] === ':' ? Number(v.slice(17, 19)) : 0];
+  return m >= 1 && m <= 12 && d >= 1 && d <= new Date(Date.UTC(y, m, 0)).getUTCDate() && hh <= 23 && mm <= 59 && ss <= 60;
+}
+
 /** The log query's body (Wallaroo get_logs): start_time, end_time, order, page_size, cursor. */
 export function parseLogQuery(b: Record<string, unknown>): LogQuery {
   const known = new Set(['start_time', 'end_time', 'order', 'page_size', 'cursor']);
@@ -605,7 +612,7 @@ export function parseLogQuery(b: Record<string, unknown>): LogQuery {
   const time = (k: string, dflt: number): number => {
     const v = b[k];
     if (v === undefined || v === null) return dflt;
-    const t = typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(v) ? Date.parse(v) : NaN;
+    const t = typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(v) && realDate(v) ? Date.parse(v) : NaN;
     if (Number.isNaN(t)) throw badRequest(`'${k}' must be an RFC 3339 time such as "2026-11-22T10:00:00Z", got ${JSON.stringify(v)}`, 'BadQuery');
     return t;
   };
