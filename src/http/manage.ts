@@ -134,6 +134,7 @@ export function registerManagement(app: TemplatedApp, deps: ManagementDeps): voi
     const live = services.imageEndpoints(c.serviceId);
     return json(200, { endpoints: live.length ? live : deps.directEndpoints(c.serviceId) });
   });
+  route('get', '/v1/services/:id/monitor', 'read', 'service', (c) => json(200, services.monitor(c.serviceId)));
   route('get', '/v1/services/:id/instances', 'read', 'service', (c) => json(200, { instances: services.instances(c.serviceId) }));
   route('get', '/v1/services/:id/instances/:instance/logs', 'read', 'service', (c) => ({
     status: 200, contentType: 'text/plain; charset=utf-8', body: services.instanceLogs(c.serviceId, c.params[1]!, c.query('version')),

@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { MinuteCounts, ProcessUsage } from './monitor.js';
 
 /**
  * Prometheus metrics (SPEC §10). Request-path metrics are plain counters and bucket arrays
@@ -47,6 +48,8 @@ export class VersionMetrics {
   readonly queueTime = new Histogram(LATENCY_BUCKETS);
   readonly runTime = new Histogram(LATENCY_BUCKETS);
   readonly batchSize = new Histogram(BATCH_BUCKETS);
+  /** Calls per minute for the service monitor: a 2xx is a successful call, anything else failed. */
+  readonly minutes = new MinuteCounts();
   readonly labels: string;
 
   constructor(readonly service: string, readonly version: string, readonly state: () => { depth: number; running: number }) {
@@ -56,6 +59,7 @@ export class VersionMetrics {
   request(code: number, seconds: number): void {
     this.byCode.set(code, (this.byCode.get(code) ?? 0) + 1);
     this.duration.observe(seconds);
+    this.minutes.add(code >= 200 && code < 300);
   }
 
   served(queueNs: number, runNs: number): void {
@@ -90,6 +94,8 @@ export class Metrics {
   private readonly unroutedByCode = new Map<number, number>();
   private readonly gauges: { name: string; help: string; read: () => number }[] = [];
   readonly contentType = client.Registry.PROMETHEUS_CONTENT_TYPE;
+  /** The process's CPU and memory per minute, for the service monitor. */
+  readonly usage = new ProcessUsage();
 
   constructor() {
     client.collectDefaultMetrics({ register: this.process, prefix: 'infergate_' });
