@@ -85,6 +85,19 @@ export async function extractTarGz(bytes: Uint8Array, dest: string, limitBytes: 
   });
 }
 
+/** yauzl checks entry names before we see them; its refusals are said as a tar's would be. */
+function zipEntryError(err: Error, archive: string): PackageError {
+  const m = /^(?:invalid relative path|absolute path): (.*)$/s.exec(err.message);
+  if (m) {
+    try {
+      checkEntryPath(m[1]!, archive);
+    } catch (named) {
+      return named as PackageError;
+    }
+  }
+  return new PackageError(`${archive}: ${err.message}`);
+}
+
 export async function extractZip(bytes: Uint8Array, dest: string, limitBytes: number, archive: string): Promise<void> {
   const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
     yauzl.fromBuffer(Buffer.from(bytes), { lazyEntries: true, validateEntrySizes: true }, (err, z) => (err ? reject(new PackageError(`${archive}: not a readable .zip archive: ${err.message}`)) : resolve(z!))),
@@ -98,7 +111,7 @@ export async function extractZip(bytes: Uint8Array, dest: string, limitBytes: nu
   await new Promise<void>((resolve, reject) => {
     const fail = (err: Error): void => {
       zip.close();
-      reject(err instanceof PackageError ? err : new PackageError(`${archive}: ${err.message}`));
+      reject(err instanceof PackageError ? err : zipEntryError(err, archive));
     };
     zip.on('error', fail);
     zip.on('end', resolve);
