@@ -41,21 +41,28 @@ interface ProcessSample { minute: number; cpuCores: number; rssBytes: number }
 export class ProcessUsage {
   private readonly samples: ProcessSample[] = [];
   private last = { at: performance.now(), cpu: process.cpuUsage() };
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout;
 
   constructor() {
-    this.timer = setInterval(() => this.samples.push(this.sample()) > MINUTES && this.samples.shift(), MINUTE_MS);
-    this.timer.unref();
+    // Samples are taken on the minute, so each covers the calendar minute it is filed under.
+    this.timer = setTimeout(() => {
+      this.tick();
+      this.timer = setInterval(() => this.tick(), MINUTE_MS).unref();
+    }, MINUTE_MS - (Date.now() % MINUTE_MS) + 5).unref();
   }
 
-  /** Use since the previous sample; the minute it is filed under is the one that just ended. */
+  private tick(): void {
+    if (this.samples.push(this.sample()) > MINUTES) this.samples.shift();
+  }
+
+  /** Use since the previous sample, filed under the minute that just ended. */
   private sample(): ProcessSample {
     const now = performance.now();
     const cpu = process.cpuUsage();
     const busyUs = cpu.user - this.last.cpu.user + cpu.system - this.last.cpu.system;
     const cores = busyUs / 1000 / Math.max(1, now - this.last.at);
     this.last = { at: now, cpu };
-    return { minute: Math.floor((Date.now() - 1) / MINUTE_MS), cpuCores: cores, rssBytes: process.memoryUsage.rss() };
+    return { minute: Math.floor((Date.now() - MINUTE_MS / 2) / MINUTE_MS), cpuCores: cores, rssBytes: process.memoryUsage.rss() };
   }
 
   /** The sample of minute `m`, if one was taken. */
@@ -71,7 +78,7 @@ export class ProcessUsage {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
   }
 }
 
