@@ -154,7 +154,11 @@ describe('authentication and access', () => {
       assert.equal(numeric.status, 400, numeric.text);
       assert.equal(numeric.json.error_msg, `'password' must be a string: send "password" with "username"`);
       const noUser = await api(gw, 'POST', '/v1/auth/tokens', { password: 'whatever-password' }, null);
+      assert.equal(noUser.status, 400, noUser.text);
       assert.equal(noUser.json.error_msg, `'username' is missing: send "username" with "password"`);
+      const numericUser = await api(gw, 'POST', '/v1/auth/tokens', { username: 5, password: 'whatever-password' }, null);
+      assert.equal(numericUser.status, 400, numericUser.text);
+      assert.equal(numericUser.json.error_msg, `'username' must be a string: send "username" with "password"`);
     });
     test('a revoked API key', async () => {
       const key = await api(gw, 'POST', `/v1/users/${users['caller']!.id}/api-keys`);

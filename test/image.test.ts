@@ -587,6 +587,7 @@ describe('image models (SPEC §8.2)', () => {
     assert.equal(inst[0].status, 'running');
     assert.match(inst[0].address, /^http:\/\/127.0.0.1:\d+$/);
     assert.equal((await postJson(`${gw.url}/v1/infers/knobs-logs/pid`, {})).json.env, 'turned', 'the version\'s env reaches the instance');
+    assert.deepEqual((await api(gw, 'GET', '/v1/services/knobs-logs')).json.versions[0].env, { KNOB: '(hidden)' }, 'env values are not shown to readers');
     const logs = await fetch(`${gw.url}/v1/services/knobs-logs/instances/0/logs`, { headers: { 'x-auth-token': ADMIN_TOKEN } });
     assert.equal(logs.status, 200);
     assert.match(await logs.text(), new RegExp(`knobs-server listening on ${inst[0].address.slice('http://'.length)}`));

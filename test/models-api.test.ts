@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
+import { once } from 'node:events';
 import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { tarGz, zip, type ArchiveEntry } from './helpers/archives.js';
@@ -83,6 +85,10 @@ describe('model import and versions', () => {
     const withFifo = tempDir('infergate-pkg-');
     cpSync(path.join(SAMPLE_MODELS, 'iris'), withFifo, { recursive: true });
     execFileSync('mkfifo', [path.join(withFifo, 'pipe')]);
+    const withSocket = tempDir('infergate-pkg-');
+    cpSync(path.join(SAMPLE_MODELS, 'iris'), withSocket, { recursive: true });
+    const socket = net.createServer().listen(path.join(withSocket, 'sock'));
+    await once(socket, 'listening');
     const noConfig = tempDir('infergate-pkg-');
     writeFileSync(path.join(noConfig, 'model.onnx'), file('iris', 'model.onnx'));
     const configFolder = tempDir('infergate-pkg-');
@@ -91,13 +97,19 @@ describe('model import and versions', () => {
       ['/proc', /source path '\/proc' is in \/proc, the kernel's view of the machine, not a package folder/],
       ['/sys/kernel/mm', /source path '\/sys\/kernel\/mm' is in \/sys, the kernel's view of the machine/],
       ['/', /source path '\/' holds the gateway's data folder; import a package folder of its own/],
-      [gw.dataDir, /is inside the gateway's data folder/],
+      [gw.dataDir, /holds the gateway's data folder/],
+      [path.join(gw.dataDir, 'models'), /is inside the gateway's stored models; import the package's own folder/],
+      [withSocket, /'sock' is a socket; packages may hold only files and folders/],
       [withFifo, /'pipe' is a named pipe \(FIFO\); packages may hold only files and folders/],
       [noConfig, new RegExp(`^${noConfig}: config\\.json is missing`)],
       [configFolder, new RegExp(`^${configFolder}/config\\.json: is a folder; config\\.json must be a file`)],
     ];
-    for (const [source, msg] of cases) {
-      refused(await api(gw, 'POST', '/v1/models', { name: 'nope', source: { path: source } }), 400, 'IG.400.BadPackage', msg);
+    try {
+      for (const [source, msg] of cases) {
+        refused(await api(gw, 'POST', '/v1/models', { name: 'nope', source: { path: source } }), 400, 'IG.400.BadPackage', msg);
+      }
+    } finally {
+      socket.close();
     }
     // Nothing of them was kept, and imports go on.
     assert.equal((await api(gw, 'GET', '/v1/models/nope')).status, 404);

@@ -93,10 +93,10 @@ describe('projects', () => {
     refused(await as('bob', 'POST', '/v1/services', { name: 'z', project: 'nowhere', versions: [{ model: 'iris' }] }), 404, /project 'nowhere' does not exist/);
   });
 
-  test("a user's name where its id goes: the refusal gives the id", async () => {
+  test("a user's name where its id goes: the refusal says an id is wanted, without giving it away", async () => {
     const a = await api(gw, 'POST', `/v1/projects/${teamb}/members`, { user_id: 'carol', role: 'viewer' });
     assert.equal(a.status, 404, a.text);
-    assert.equal(a.json.error_msg, `user 'carol' does not exist; 'carol' is a user's name, and its id is '${ids['carol']}'`);
+    assert.equal(a.json.error_msg, `user 'carol' does not exist; 'carol' is a user's name, and this takes the user's id (as POST /v1/users answered it)`);
   });
 
   test('a project admin manages its members, not the gateway', async () => {

@@ -179,7 +179,7 @@ describe('shadow traffic, A/B and the inference log', () => {
       [{ start_time: 'yesterday' }, /'start_time' must be an RFC 3339 time such as "2026-11-22T10:00:00Z", got "yesterday"/],
       [{ end_time: 1700000000 }, /'end_time' must be an RFC 3339 time/],
       [{ start_time: '2026-02-30T00:00:00Z' }, /'start_time' must be an RFC 3339 time such as "2026-11-22T10:00:00Z", got "2026-02-30T00:00:00Z"/],
-      [{ end_time: '2026-11-22T24:30:00Z' }, /'end_time' must be an RFC 3339 time/],
+      [{ end_time: '2026-11-22T24:00:00Z' }, /'end_time' must be an RFC 3339 time/],
       [{ start_time: '2026-11-22T10:00:00Z', end_time: '2026-11-21T10:00:00Z' }, /'start_time' is after 'end_time'/],
       [{ order: 'asc' }, /'order' must be "Asc" or "Desc", got "asc"/],
       [{ page_size: 0 }, /'page_size' must be an integer from 1 to 100000, got 0/],

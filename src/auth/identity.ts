@@ -77,7 +77,7 @@ export class Identity {
     if (!u) {
       // Names and ids are both short strings: a name given where the id goes is the likely slip.
       const named = this.userByName(id);
-      throw notFound(`user '${id}' does not exist${named ? `; '${id}' is a user's name, and its id is '${named.id}'` : ''}`, 'UserNotFound');
+      throw notFound(`user '${id}' does not exist${named ? `; '${id}' is a user's name, and this takes the user's id (as POST /v1/users answered it)` : ''}`, 'UserNotFound');
     }
     return u;
   }

@@ -84,10 +84,10 @@ export class TokenService {
     if (typeof body['username'] === 'string' || body['password'] !== undefined) {
       // What is missing is the caller's mistake to hear about; which of a given pair is wrong is not.
       for (const [k, other] of [['username', 'password'], ['password', 'username']] as const) {
-        if (typeof body[k] !== 'string') throw new GatewayError(400, 'BadRequest', `'${k}' ${body[k] === undefined ? 'is missing' : 'must be a string'}: send "${k}" with "${other}"`);
+        if (typeof body[k] !== 'string') throw new GatewayError(400, 'BadSpec', `'${k}' ${body[k] === undefined ? 'is missing' : 'must be a string'}: send "${k}" with "${other}"`);
       }
-      user = typeof body['username'] === 'string' ? this.identity.userByName(body['username']) : undefined;
-      const ok = await checkPassword(typeof body['password'] === 'string' ? body['password'] : '', user?.password_hash ?? null);
+      user = this.identity.userByName(body['username'] as string);
+      const ok = await checkPassword(body['password'] as string, user?.password_hash ?? null);
       if (!user || !ok) throw unauthorized('wrong username or password');
     } else if (typeof body['api_key'] === 'string') {
       user = this.identity.userForApiKey(body['api_key']);

@@ -50,7 +50,7 @@ function piecewise(bytes: Uint8Array): Readable {
   });
 }
 
-const tooMany = (archive: string): PackageError => new PackageError(`${archive}: holds more than ${MAX_ENTRIES} files and folders; a package holds at most ${MAX_ENTRIES}`);
+export const tooMany = (archive: string): PackageError => new PackageError(`${archive}: holds more than ${MAX_ENTRIES} files and folders; a package holds at most ${MAX_ENTRIES}`);
 
 export async function extractTarGz(bytes: Uint8Array, dest: string, limitBytes: number, archive: string): Promise<void> {
   let total = 0;

@@ -49,6 +49,9 @@ const ALLOWED: Record<'start' | 'stop' | 'restart' | 'update', ReadonlySet<Servi
 
 class DeployTimeout extends Error {}
 
+/** What a service view shows for each value of a version's `env`. */
+const HIDDEN = '(hidden)';
+
 /**
  * Services (SPEC §6, §11): their stored desired state, their lifecycle and the runners that
  * serve them. Every change is written to the store before it is acted on, and the data plane's
@@ -609,7 +612,8 @@ export class ServiceManager {
       rules: spec.rules ?? [],
       shadow: spec.shadow ?? [],
       log_sample_rate: spec.log_sample_rate ?? null,
-      versions: spec.versions,
+      // An instance's environment often holds credentials: anyone who may read the service sees its names only.
+      versions: spec.versions.map((v) => (v.env ? { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, HIDDEN])) } : v)),
       created_at: new Date(r.created_at).toISOString(), updated_at: new Date(r.updated_at).toISOString(),
     };
   }

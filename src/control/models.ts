@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 import { GatewayError, notFound } from '../errors.js';
 import type { Db } from '../store/db.js';
 import type { EventLog, EventRecord } from '../store/events.js';
-import { extractTarGz, extractZip, MAX_ENTRIES, writeBareOnnx } from './archives.js';
+import { extractTarGz, extractZip, MAX_ENTRIES, tooMany, writeBareOnnx } from './archives.js';
 import { PackageError, readPackage, type ModelPackage } from './packages.js';
 
 export interface ModelVersionView {
@@ -110,11 +110,14 @@ export class ModelRegistry {
     if (!st?.isDirectory()) throw new PackageError(`source path '${given}' is not a folder on the gateway's machine`);
     // The folder may be reached through a link; what it holds may not (checkFolder).
     const src = await realpath(given);
-    if (SYSTEM_FOLDERS.some((d) => src === d || src.startsWith(d + '/'))) {
+    if (SYSTEM_FOLDERS.some((d) => within(d, src))) {
       throw new PackageError(`source path '${given}' is in ${src.split('/').slice(0, 2).join('/')}, the kernel's view of the machine, not a package folder`);
     }
-    if (within(this.dataDir, src) || within(src, this.dataDir)) {
-      throw new PackageError(`source path '${given}' ${within(this.dataDir, src) ? 'is inside' : 'holds'} the gateway's data folder; import a package folder of its own`);
+    // Copying the store into itself, or a scratch copy of an import under way, makes no package.
+    const data = await realpath(this.dataDir);
+    if (within(src, data)) throw new PackageError(`source path '${given}' holds the gateway's data folder; import a package folder of its own`);
+    if ([this.modelsRoot, this.scratchRoot].some((d) => within(path.join(data, path.basename(d)), src))) {
+      throw new PackageError(`source path '${given}' is inside the gateway's stored models; import the package's own folder`);
     }
     await checkFolder(src, given, this.maxPackageBytes);
     const scratch = await this.scratch();
@@ -195,8 +198,9 @@ export class ModelRegistry {
         this.db.prepare('INSERT INTO model_versions (id, model_id, version, description, model_type, sha256, size, dir, config, status, created_at) VALUES (@id, @model_id, @version, @description, @model_type, @sha256, @size, @dir, @config, @status, @created_at)').run(row);
       })();
     } catch (err) {
-      // No row claims the folder: it goes now, not at the next start.
+      // No row claims the folder: it goes now, not at the next start (with the model's, if it was new).
       await this.removeVersionDir(dir);
+      if (!existing) await rmdir(path.dirname(dir)).catch(() => undefined);
       throw err;
     }
     this.eventLog.record('model', row.model_id, 'Normal', `Model ${meta.name} version ${version} imported (sha256 ${row.sha256.slice(0, 12)}…).`);
@@ -353,10 +357,6 @@ function configSha(pkg: ModelPackage): string {
 
 const createHashHex = (s: string): string => createHash('sha256').update(s).digest('hex');
 
-/**
- * Links in a package folder are refused like links in an archive: they could point anywhere.
- * `shown` names the folder in the message (the source, when `dir` is its copy).
- */
 /** Folders whose files are the kernel's (reading some never ends), never a package. */
 const SYSTEM_FOLDERS = ['/proc', '/sys', '/dev'];
 
@@ -373,7 +373,7 @@ async function checkFolder(dir: string, shown: string, limitBytes: number): Prom
   } catch (err) {
     throw new PackageError(`source path '${shown}' cannot be read: ${unreadable(err, dir, shown)}`);
   }
-  if (entries.length > MAX_ENTRIES) throw new PackageError(`source path '${shown}' holds more than ${MAX_ENTRIES} files and folders; a package holds at most ${MAX_ENTRIES}`);
+  if (entries.length > MAX_ENTRIES) throw tooMany(`source path '${shown}'`);
   let total = 0;
   for (const e of entries) {
     const full = path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);

@@ -239,7 +239,8 @@ function storedOrSent<T>(body: Record<string, unknown>, base: ServiceSpec | unde
     return parse(base[field]);
   } catch (err) {
     if (!(err instanceof GatewayError)) throw err;
-    throw badRequest(`${err.message} (in the service's stored '${field}', which this update keeps; send '${field}' with the new versions, or [] to drop them)`, 'BadSpec');
+    const remedy = body['versions'] !== undefined ? `send '${field}' with the new versions, or [] to drop them` : `send '${field}' to replace them`;
+    throw new GatewayError(err.status, err.code.slice(err.code.lastIndexOf('.') + 1), `${err.message} (in the service's stored '${field}', which this update keeps; ${remedy})`);
   }
 }
 

@@ -44,15 +44,18 @@ export class ProcessUsage {
   private timer: NodeJS.Timeout;
 
   constructor() {
-    // Samples are taken on the minute, so each covers the calendar minute it is filed under.
-    this.timer = setTimeout(() => {
-      this.tick();
-      this.timer = setInterval(() => this.tick(), MINUTE_MS).unref();
-    }, MINUTE_MS - (Date.now() % MINUTE_MS) + 5).unref();
+    this.timer = this.arm();
   }
 
-  private tick(): void {
-    if (this.samples.push(this.sample()) > MINUTES) this.samples.shift();
+  /**
+   * Samples are taken on the minute, so each covers the calendar minute it is filed under; the
+   * timer is set afresh each time, as an interval drifts and a stalled loop would shift it.
+   */
+  private arm(): NodeJS.Timeout {
+    return setTimeout(() => {
+      if (this.samples.push(this.sample()) > MINUTES) this.samples.shift();
+      this.timer = this.arm();
+    }, MINUTE_MS - (Date.now() % MINUTE_MS) + 5).unref();
   }
 
   /** Use since the previous sample, filed under the minute that just ended. */
