@@ -116,6 +116,17 @@ describe('model import and versions', () => {
     assert.equal((await api(gw, 'POST', '/v1/models', { name: 'after-refusals', source: { path: path.join(SAMPLE_MODELS, 'iris') } })).status, 201);
   });
 
+  test('a source.path folder over limits.max_package_bytes is refused with 413 before anything is copied', async () => {
+    const small = await startGateway({ config: { limits: { max_package_bytes: 1024 } } });
+    try {
+      const a = await api(small, 'POST', '/v1/models', { name: 'big', source: { path: path.join(SAMPLE_MODELS, 'ccfraud') } });
+      refused(a, 413, 'IG.413.PackageTooLarge', new RegExp(`^source path '${path.join(SAMPLE_MODELS, 'ccfraud')}' holds more than 1024 bytes, over the package limit$`));
+      assert.deepEqual(readdirSync(path.join(small.dataDir, 'tmp')), [], 'no scratch copy was made');
+    } finally {
+      await small.stop();
+    }
+  });
+
   test('an existing version is refused with 409', async () => {
     const a = await upload(gw, { name: 'fraud', version: '1.0.0' }, 'm.onnx', file('ccfraud', 'model.onnx'));
     refused(a, 409, 'IG.409.VersionExists', /model 'fraud' already has version '1.0.0'/);

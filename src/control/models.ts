@@ -367,16 +367,8 @@ const within = (outer: string, inner: string): boolean => inner === outer || inn
  * would block the copy), every one readable, within the package limits of an upload.
  */
 async function checkFolder(dir: string, shown: string, limitBytes: number): Promise<void> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  } catch (err) {
-    throw new PackageError(`source path '${shown}' cannot be read: ${unreadable(err, dir, shown)}`);
-  }
-  if (entries.length > MAX_ENTRIES) throw tooMany(`source path '${shown}'`);
   let total = 0;
-  for (const e of entries) {
-    const full = path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
+  for (const { e, full } of await listFolder(dir, shown)) {
     const rel = path.relative(dir, full);
     if (e.isSymbolicLink()) throw new PackageError(`${shown}: '${rel}' is a link; packages may hold only files and folders`);
     if (!e.isFile() && !e.isDirectory()) throw new PackageError(`${shown}: '${rel}' is ${kindOf(e)}; packages may hold only files and folders`);
@@ -389,6 +381,26 @@ async function checkFolder(dir: string, shown: string, limitBytes: number): Prom
     }
     if (total > limitBytes) throw new GatewayError(413, 'PackageTooLarge', `source path '${shown}' holds more than ${limitBytes} bytes, over the package limit`);
   }
+}
+
+/** Everything under `dir`, folder by folder, stopping past MAX_ENTRIES (a source path may be /usr). */
+async function listFolder(dir: string, shown: string): Promise<{ e: Dirent; full: string }[]> {
+  const out: { e: Dirent; full: string }[] = [];
+  const folders = [dir];
+  for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(folder, { withFileTypes: true });
+    } catch (err) {
+      throw new PackageError(`source path '${shown}' cannot be read: ${unreadable(err, dir, shown)}`);
+    }
+    for (const e of entries) {
+      const full = path.join(folder, e.name);
+      if (out.push({ e, full }) > MAX_ENTRIES) throw tooMany(`source path '${shown}'`);
+      if (e.isDirectory()) folders.push(full);
+    }
+  }
+  return out;
 }
 
 function kindOf(e: Dirent): string {
