@@ -6,7 +6,7 @@ import { ImageRunner, type Endpoint, type InstanceView } from '../runtime/image/
 import type { Db } from '../store/db.js';
 import type { EventLevel, EventLog, EventRecord } from '../store/events.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { monitorView, type VersionCalls } from '../telemetry/monitor.js';
+import { isSuccess, monitorView, type VersionCalls } from '../telemetry/monitor.js';
 import { TokenBucket } from '../traffic/bucket.js';
 import type { ModelRegistry } from './models.js';
 import { batchingOf } from './packages.js';
@@ -112,7 +112,7 @@ export class ServiceManager {
       let total = 0, ok = 0;
       for (const [code, n] of v.metrics.byCode) {
         total += n;
-        if (code >= 200 && code < 300) ok += n;
+        if (isSuccess(code)) ok += n;
       }
       const instances = v.runner.kind === 'image' ? v.runner.instances() : null;
       return {

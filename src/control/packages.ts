@@ -55,8 +55,9 @@ const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 export async function readPackage(dir: string, name = path.basename(dir), version = '0.0.1'): Promise<ModelPackage> {
   if (!MODEL_NAME.test(name)) throw new PackageError(`${dir}: model name '${name}' must be 1–64 of A-Za-z0-9_-`);
   const configPath = path.join(dir, 'config.json');
-  if (!existsSync(configPath)) throw new PackageError(`${dir}: config.json is missing; every package needs one (SPEC §4)`);
-  if (!(await stat(configPath)).isFile()) throw new PackageError(`${configPath}: is a folder; config.json must be a file`);
+  const configStat = await stat(configPath).catch(() => null);
+  if (!configStat) throw new PackageError(`${dir}: config.json is missing; every package needs one (SPEC §4)`);
+  if (!configStat.isFile()) throw new PackageError(`${configPath}: is a folder; config.json must be a file`);
   let config: PackageConfig;
   try {
     config = JSON.parse(await readFile(configPath, 'utf8')) as PackageConfig;
@@ -122,7 +123,7 @@ export function batchingOf(b: unknown, where: string, base: BatchingConfig = DEF
   if (typeof b !== 'object' || b === null) throw new PackageError(`${where}: "batching" must be an object`);
   const out = { ...base };
   for (const key of Object.keys(b)) {
-    if (!(key in DEFAULT_BATCHING)) throw new PackageError(`${where}: unknown batching field '${key}'; expected ${Object.keys(DEFAULT_BATCHING).join(', ')}`);
+    if (!(key in BATCHING_RANGE)) throw new PackageError(`${where}: unknown batching field '${key}'; expected ${Object.keys(BATCHING_RANGE).join(', ')}`);
     const v = (b as Record<string, unknown>)[key];
     const [min, max] = BATCHING_RANGE[key as keyof BatchingConfig];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new PackageError(`${where}: batching.${key} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);

@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { MinuteCounts, ProcessUsage } from './monitor.js';
+import { isSuccess, MinuteCounts, ProcessUsage } from './monitor.js';
 
 /**
  * Prometheus metrics (SPEC §10). Request-path metrics are plain counters and bucket arrays
@@ -59,7 +59,7 @@ export class VersionMetrics {
   request(code: number, seconds: number): void {
     this.byCode.set(code, (this.byCode.get(code) ?? 0) + 1);
     this.duration.observe(seconds);
-    this.minutes.add(code >= 200 && code < 300);
+    this.minutes.add(isSuccess(code));
   }
 
   served(queueNs: number, runNs: number): void {

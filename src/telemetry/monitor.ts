@@ -8,6 +8,9 @@ import os from 'node:os';
  */
 
 export const MINUTES = 60;
+
+/** What the monitor counts as a successful call: ModelArts counts the rest as failed. */
+export const isSuccess = (code: number): boolean => code >= 200 && code < 300;
 const MINUTE_MS = 60_000;
 
 /** Calls per minute over the last hour, in a ring indexed by minute: one add is two array writes. */
@@ -60,12 +63,9 @@ export class ProcessUsage {
 
   /** Use since the previous sample, filed under the minute that just ended. */
   private sample(): ProcessSample {
-    const now = performance.now();
-    const cpu = process.cpuUsage();
-    const busyUs = cpu.user - this.last.cpu.user + cpu.system - this.last.cpu.system;
-    const cores = busyUs / 1000 / Math.max(1, now - this.last.at);
-    this.last = { at: now, cpu };
-    return { minute: Math.floor((Date.now() - MINUTE_MS / 2) / MINUTE_MS), cpuCores: cores, rssBytes: process.memoryUsage.rss() };
+    const use = this.now();
+    this.last = { at: performance.now(), cpu: process.cpuUsage() };
+    return { minute: Math.floor((Date.now() - MINUTE_MS / 2) / MINUTE_MS), ...use };
   }
 
   /** The sample of minute `m`, if one was taken. */
