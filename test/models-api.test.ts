@@ -127,6 +127,15 @@ describe('model import and versions', () => {
     }
   });
 
+  test('a source.path folder with more than 100,000 entries is refused before anything is copied', async () => {
+    const many = tempDir('infergate-pkg-');
+    cpSync(path.join(SAMPLE_MODELS, 'iris'), many, { recursive: true });
+    mkdirSync(path.join(many, 'data'));
+    for (let i = 0; i < 100_000; i++) writeFileSync(path.join(many, 'data', String(i)), '');
+    refused(await api(gw, 'POST', '/v1/models', { name: 'many', source: { path: many } }), 400, 'IG.400.BadPackage', new RegExp(`^source path '${many}': holds more than 100000 files and folders; a package holds at most 100000$`));
+    assert.deepEqual(readdirSync(path.join(gw.dataDir, 'tmp')), [], 'no scratch copy was made');
+  });
+
   test('an existing version is refused with 409', async () => {
     const a = await upload(gw, { name: 'fraud', version: '1.0.0' }, 'm.onnx', file('ccfraud', 'model.onnx'));
     refused(a, 409, 'IG.409.VersionExists', /model 'fraud' already has version '1.0.0'/);
