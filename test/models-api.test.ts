@@ -25,7 +25,14 @@ function refused(a: Answer, status: number, code: string, msg: RegExp): void {
 
 describe('model import and versions', () => {
   let gw: RunningGateway;
+  let many: string;
   before(async () => {
+    // Made before any connection to the gateway is open: writing 100,000 files can outlast uWS's
+    // 10 s keep-alive idle timeout, and a request sent as it closes the connection fails.
+    many = tempDir('infergate-pkg-');
+    cpSync(path.join(SAMPLE_MODELS, 'iris'), many, { recursive: true });
+    mkdirSync(path.join(many, 'data'));
+    for (let i = 0; i < 100_000; i++) writeFileSync(path.join(many, 'data', String(i)), '');
     gw = await startGateway({ modelsDir: path.join(SAMPLE_MODELS, 'nothing-here') });
   });
   after(async () => {
@@ -128,10 +135,6 @@ describe('model import and versions', () => {
   });
 
   test('a source.path folder with more than 100,000 entries is refused before anything is copied', async () => {
-    const many = tempDir('infergate-pkg-');
-    cpSync(path.join(SAMPLE_MODELS, 'iris'), many, { recursive: true });
-    mkdirSync(path.join(many, 'data'));
-    for (let i = 0; i < 100_000; i++) writeFileSync(path.join(many, 'data', String(i)), '');
     refused(await api(gw, 'POST', '/v1/models', { name: 'many', source: { path: many } }), 400, 'IG.400.BadPackage', new RegExp(`^source path '${many}': holds more than 100000 files and folders; a package holds at most 100000$`));
     assert.deepEqual(readdirSync(path.join(gw.dataDir, 'tmp')), [], 'no scratch copy was made');
   });
